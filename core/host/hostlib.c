@@ -1,5 +1,8 @@
 /* `kalua.host`: what this executable is and what it links. */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
@@ -66,7 +69,32 @@ static int host_command(lua_State *L) {
   return 1;
 }
 
+
+/* Sorted names of the built-in commands (scripts/<name>.lua). */
+static int host_commands(lua_State *L) {
+  DIR *d = opendir(host_scripts_dir());
+  struct dirent *e;
+  int n = 0;
+  lua_newtable(L);
+  if (d == NULL) return 1;
+  while ((e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    if (len > 4 && e->d_name[0] != '.' && strcmp(e->d_name + len - 4, ".lua") == 0) {
+      lua_pushlstring(L, e->d_name, len - 4);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+  closedir(d);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+  return 1;
+}
+
 static const luaL_Reg host_funcs[] = {
+  {"commands", host_commands},
   {"versions", host_versions},
   {"command_path", host_command},
   {NULL, NULL}

@@ -1,0 +1,43 @@
+--- List kalua's commands, or describe one.
+-- Usage: kalua help [command]
+--
+-- Every command is a Lua script in scripts/; its leading comment block is
+-- its help text, so `kalua help backup` always says what the script does.
+local host = require "kalua.host"
+
+local function help_text(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local lines = {}
+  for line in f:lines() do
+    local text = line:match("^%-%-%-? ?(.*)$")
+    if not text then break end
+    lines[#lines + 1] = text
+  end
+  f:close()
+  return lines
+end
+
+local function list_commands()
+  print("usage: kalua <command> [args]   (or: kalua [lua options] [script [args]])")
+  print()
+  print("Commands:")
+  for _, name in ipairs(host.commands()) do
+    local lines = help_text(host.command_path(name)) or {}
+    print(string.format("  %-12s %s", name, lines[1] or ""))
+  end
+  print()
+  print("`kalua help <command>` describes one; `kalua --help` lists the Lua options.")
+end
+
+local function describe(name)
+  local path = host.command_path(name)
+  if not path then
+    io.stderr:write("kalua help: unknown command '", name, "' (try `kalua help`)\n")
+    os.exit(1)
+  end
+  print(table.concat(help_text(path), "\n"))
+end
+
+local name = ...
+if name then describe(name) else list_commands() end
