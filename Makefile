@@ -12,7 +12,7 @@ test: all
 	tools/test
 
 install: all
-	cmake --install $(BUILD) $(if $(DESTDIR),--prefix $(DESTDIR)$(PREFIX),)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
