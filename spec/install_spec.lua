@@ -27,9 +27,18 @@ describe("an installed kalua", function()
     assert.truthy(r.stdout:find("help", 1, true))
   end)
 
+  -- A sanitized build's modules need the ASan runtime loaded first.
+  local function sanitizer_env(env)
+    local p = io.popen("ldd " .. proc.quote(proc.kalua()) .. " | grep -o '/[^ ]*libasan[^ ]*'")
+    local asan = p:read("l")
+    p:close()
+    if asan then env.LD_PRELOAD = asan end
+    return env
+  end
+
   it("lets stock lua5.4 require the C modules", function()
     local r = proc.run({ "lua5.4", "-e", "local k = require 'kalua.kafka' print(type(k), package.searchpath('kalua.kafka', package.cpath))" },
-      { env = { LUA_CPATH = prefix .. "/lib/lua/5.4/?.so;;" } })
+      { env = sanitizer_env { LUA_CPATH = prefix .. "/lib/lua/5.4/?.so;;" } })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("table\t" .. prefix .. "/lib/lua/5.4/kalua/kafka.so", 1, true), r.stdout)
   end)
