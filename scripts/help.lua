@@ -30,13 +30,26 @@ local function list_commands()
   print("`kalua help <command>` describes one; `kalua --help` lists the Lua options.")
 end
 
+-- A help line "@connection-flags" stands for the flags every Kafka command takes.
+local function expand(lines)
+  local out = {}
+  for _, line in ipairs(lines) do
+    if line == "@connection-flags" then
+      out[#out + 1] = require("kalua.cli").usage(require("kalua.cli").connection_flags)
+    else
+      out[#out + 1] = line
+    end
+  end
+  return out
+end
+
 local function describe(name)
   local path = host.command_path(name)
   if not path then
     io.stderr:write("kalua help: unknown command '", name, "' (try `kalua help`)\n")
     os.exit(1)
   end
-  print(table.concat(help_text(path), "\n"))
+  print(table.concat(expand(help_text(path)), "\n"))
 end
 
 local name = ...

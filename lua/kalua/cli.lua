@@ -149,6 +149,23 @@ function M.client(opts, base)
   return client
 end
 
+--- Opens a kafka client ("producer", "consumer" or "admin") from parsed
+-- connection flags, reading --config's `source` (or `target` when
+-- section says so) first. Returns the client or nil, message.
+function M.connect(kind, opts, extra, section)
+  local base
+  if opts.config then
+    local cfg, err = require("kalua.config").load(opts.config)
+    if not cfg then return nil, err end
+    base = cfg[section or "source"]
+  end
+  local client, err = M.client(opts, base)
+  if not client then return nil, err end
+  for k, v in pairs(extra or {}) do client[k] = v end
+  local kafka = require "kalua.kafka"
+  return kafka[kind](client)
+end
+
 --- Usage text for a list of flags.
 function M.usage(flags)
   local lines = {}
