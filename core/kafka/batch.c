@@ -82,14 +82,17 @@ static int batch_len(lua_State *L) {
   return 1;
 }
 
-static int batch_free(lua_State *L) {
-  kalua_batch *b = kalua_kafka_checkbatch(L, 1);
+void kafka_batch_release(kalua_batch *b) {
   int i;
   for (i = 0; i < b->n; i++) rd_kafka_message_destroy(b->msgs[i]);
   free(b->msgs);
   b->msgs = NULL;
   b->n = b->cap = 0;
   b->bytes = 0;
+}
+
+static int batch_free(lua_State *L) {
+  kafka_batch_release(kalua_kafka_checkbatch(L, 1));
   return 0;
 }
 

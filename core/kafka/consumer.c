@@ -16,9 +16,16 @@ int kafka_consumer_new(lua_State *L) {
   kafka_client *c;
   int ud;
   luaL_checktype(L, 1, LUA_TTABLE);
-  c = lua_newuserdatauv(L, sizeof *c, 0);
+  c = lua_newuserdatauv(L, sizeof *c, 1);
   ud = lua_gettop(L);
   kafka_client_init(c, "consumer");
+  /* Uservalue: a weak-keyed set of this consumer's live batches. */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, ud, 1);
   luaL_setmetatable(L, KAFKA_CONSUMER_MT);
   conf = kafka_conf_from_table(L, 1, c);
   if (conf == NULL) {
@@ -171,6 +178,11 @@ static int consumer_poll_batch(lua_State *L) {
   kalua_batch *b;
   luaL_argcheck(L, max > 0, 2, "batch size must be positive");
   b = kafka_batch_push(L, max);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   while (b->n < max) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, b->n == 0 ? timeout : 0);
     if (m == NULL) break;
@@ -271,9 +283,26 @@ static int consumer_position(lua_State *L) {
   return 1;
 }
 
+/* Empties every batch this consumer handed out, so closing never waits on
+ * messages a script still holds (their records read as an empty batch). */
+static void release_batches(lua_State *L) {
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    kalua_batch *b = luaL_testudata(L, -2, KAFKA_BATCH_MT);
+    if (b) kafka_batch_release(b);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 static int consumer_close(lua_State *L) {
   kafka_client *c = luaL_checkudata(L, 1, KAFKA_CONSUMER_MT);
   if (c->rk) {
+    release_batches(L);
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
     c->rk = NULL;

@@ -90,5 +90,8 @@ int kafka_admin_new(lua_State *L);
 
 kalua_batch *kalua_kafka_checkbatch(lua_State *L, int idx);
 kalua_batch *kafka_batch_push(lua_State *L, int cap);
+/* Destroys a batch's messages (idempotent): librdkafka cannot shut a
+ * client down while any message it handed out is alive. */
+void kafka_batch_release(kalua_batch *b);
 
 #endif
