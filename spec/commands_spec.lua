@@ -19,7 +19,7 @@ describe("kalua topics, produce and consume", function()
     assert.are.equal(0, r.code, r.stderr)
     r = kalua { "topics", "list", "-b", brokers }
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find(topic .. "%s+partitions=3 "), r.stdout)
+    assert.truthy(r.stdout:find(topic:gsub("%p", "%%%0") .. "%s+partitions=3 "), r.stdout)
     r = kalua { "topics", "describe", topic, "-b", brokers }
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("partition 2 ", 1, true), r.stdout)

@@ -23,8 +23,11 @@ static char scripts_dir[PATH_MAX];
 
 /* dir + suffix into out; false when it does not fit. */
 static int join(char *out, size_t size, const char *dir, const char *suffix) {
-  int n = snprintf(out, size, "%s%s", dir, suffix);
-  return n >= 0 && (size_t)n < size;
+  size_t a = strlen(dir), b = strlen(suffix);
+  if (a + b >= size) return 0;
+  memmove(out, dir, a); /* dir may be out itself */
+  memcpy(out + a, suffix, b + 1);
+  return 1;
 }
 
 static int is_dir(const char *path) {
