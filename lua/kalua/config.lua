@@ -61,7 +61,7 @@ local STORAGE = section({
   connection_string = str(), sas_token = str(),
   project_id = str(), credentials_file = str(), service_account_key = str(),
   hmac_access_id = str(), hmac_secret = str(),
-}, { required = true })
+})
 
 local BACKUP = section {
   compression = enum { "none", "zstd" },
