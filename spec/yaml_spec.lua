@@ -65,6 +65,11 @@ describe("kalua.yaml", function()
     assert.are.same({ nil, "d.yaml:3:1: duplicate key 'a'" }, { yaml.load("a: 1\nb: 2\na: 3\n", "d.yaml") })
   end)
 
+  -- Found by fuzz/yaml_fuzz: a NaN key used to raise inside the parser.
+  it("rejects a NaN mapping key with its position", function()
+    assert.are.same({ nil, "n.yaml:2:1: a mapping key cannot be NaN" }, { yaml.load("a: 1\n.nan: 2\n", "n.yaml") })
+  end)
+
   it("rejects more than one document", function()
     local v, err = yaml.load("a: 1\n---\nb: 2\n", "m.yaml")
     assert.is_nil(v)

@@ -60,7 +60,8 @@ static int parse_event(struct loader *ld, yaml_event_t *ev) {
 static const char *lookup_env(struct loader *ld, const char *name) {
   if (ld->env) {
     const char *v;
-    lua_getfield(ld->L, ld->env, name);
+    lua_pushstring(ld->L, name);
+    lua_rawget(ld->L, ld->env); /* raw: no metamethod may raise mid-parse */
     v = lua_tostring(ld->L, -1);
     lua_pop(ld->L, 1); /* the string stays alive in opts.env */
     return v;
@@ -301,6 +302,8 @@ static int load_mapping(struct loader *ld, yaml_event_t *start) {
     }
     yaml_event_delete(&kev);
     if (lua_isnil(L, -1)) return fail_at(ld, mark, "%s", "a mapping key cannot be null");
+    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+      return fail_at(ld, mark, "%s", "a mapping key cannot be NaN");
     lua_pushvalue(L, -1);
     if (lua_rawget(L, t) != LUA_TNIL) return fail_at(ld, mark, "duplicate key '%s'", luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
@@ -378,32 +381,51 @@ static int load_stream(struct loader *ld) {
   }
 }
 
+#define LOADER_MT "kalua.yaml.Loader"
+
+/* The parser lives in a userdata so that a Lua error (out of memory) during
+ * a load still frees it when the userdata is collected. */
+static int loader_gc(lua_State *L) {
+  struct loader *ld = luaL_checkudata(L, 1, LOADER_MT);
+  if (ld->L) {
+    yaml_parser_delete(&ld->parser);
+    ld->L = NULL;
+  }
+  return 0;
+}
+
 static int load_text(lua_State *L, const char *text, size_t len, const char *name, int opts) {
-  struct loader ld;
+  struct loader *ld = lua_newuserdatauv(L, sizeof *ld, 0);
   int ok;
-  memset(&ld, 0, sizeof ld);
-  ld.L = L;
-  ld.name = name;
+  memset(ld, 0, sizeof *ld);
+  if (luaL_newmetatable(L, LOADER_MT)) {
+    lua_pushcfunction(L, loader_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if (!yaml_parser_initialize(&ld->parser)) return luaL_error(L, "yaml: out of memory");
+  ld->L = L;
+  ld->name = name;
   if (opts && lua_istable(L, opts)) {
     if (lua_getfield(L, opts, "env") == LUA_TTABLE)
-      ld.env = lua_gettop(L);
+      ld->env = lua_gettop(L);
     else
       lua_pop(L, 1);
   }
   lua_newtable(L);
-  ld.anchors = lua_gettop(L);
+  ld->anchors = lua_gettop(L);
   lua_newtable(L);
-  ld.positions = lua_gettop(L);
-  if (!yaml_parser_initialize(&ld.parser)) return luaL_error(L, "yaml: out of memory");
-  yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, len);
-  ok = load_stream(&ld);
-  yaml_parser_delete(&ld.parser);
+  ld->positions = lua_gettop(L);
+  yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, len);
+  ok = load_stream(ld);
+  yaml_parser_delete(&ld->parser);
+  ld->L = NULL;
   if (!ok) {
     lua_pushnil(L);
-    lua_pushstring(L, ld.err);
+    lua_pushstring(L, ld->err);
     return 2;
   }
-  lua_pushvalue(L, ld.positions);
+  lua_pushvalue(L, ld->positions);
   return 2;
 }
 
