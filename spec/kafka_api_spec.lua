@@ -107,6 +107,32 @@ describe("kalua.kafka", function()
     end)
   end)
 
+  describe("producers", function()
+    for _, codec in ipairs { "none", "gzip", "snappy", "lz4", "zstd" } do
+      it("round-trip idempotently with compression " .. codec, function()
+        local topic = new_topic(admin)
+        local p <close> = assert(kafka.producer(client { idempotence = true, compression = codec, acks = "all" }))
+        for i = 1, 50 do assert(p:produce { topic = topic, partition = 0, value = ("record %d "):format(i):rep(20) }) end
+        assert(p:flush(10000))
+        local c <close> = assert(kafka.consumer(client()))
+        assert(c:assign { { topic = topic, partition = 0, offset = "beginning" } })
+        local got = read_n(c, 50)
+        assert.are.equal(50, #got)
+        assert.are.equal(("record 50 "):rep(20), got[50].value)
+      end)
+    end
+
+    it("report a failed delivery through flush", function()
+      local p <close> = assert(kafka.producer(client { ["message.timeout.ms"] = 2000 }))
+      assert(p:produce { topic = rig.topic("api-nopart"), partition = 7, value = "x" })
+      local ok, msg, name = p:flush(10000)
+      assert.is_nil(ok)
+      assert.are.equal("_UNKNOWN_PARTITION", name, msg)
+      local d = p:deliveries()
+      assert.are.equal("_UNKNOWN_PARTITION", d[1].error)
+    end)
+  end)
+
   describe("consumers", function()
     it("start at an offset, a timestamp or the end", function()
       local topic = new_topic(admin)
