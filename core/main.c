@@ -25,25 +25,25 @@ enum {
   OPT_NOENV = 16 /* -E */
 };
 
+/* lua5.4's option list, word for word: its usage message must match. */
+static const char lua_options[] =
+    "  -e stat   execute string 'stat'\n"
+    "  -i        enter interactive mode after executing 'script'\n"
+    "  -l mod    require library 'mod' into global 'mod'\n"
+    "  -l g=mod  require library 'mod' into global 'g'\n"
+    "  -v        show version information\n"
+    "  -E        ignore environment variables\n"
+    "  -W        turn warnings on\n"
+    "  --        stop handling options\n"
+    "  -         stop handling options and execute stdin\n";
+
 static void print_usage(const char *badoption) {
   fprintf(stderr, "%s: ", progname);
   if (badoption[1] == 'e' || badoption[1] == 'l')
     fprintf(stderr, "'%s' needs argument\n", badoption);
   else
     fprintf(stderr, "unrecognized option '%s'\n", badoption);
-  fprintf(stderr,
-          "usage: %s [options] [script [args]]\n"
-          "Available options are:\n"
-          "  -e stat   execute string 'stat'\n"
-          "  -i        enter interactive mode after executing 'script'\n"
-          "  -l mod    require library 'mod' into global 'mod'\n"
-          "  -l g=mod  require library 'mod' into global 'g'\n"
-          "  -v        show version information\n"
-          "  -E        ignore environment variables\n"
-          "  -W        turn warnings on\n"
-          "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n",
-          progname);
+  fprintf(stderr, "usage: %s [options] [script [args]]\nAvailable options are:\n%s", progname, lua_options);
   fflush(stderr);
 }
 
@@ -54,21 +54,13 @@ static void print_help(void) {
          "Runs Lua 5.4 scripts with kalua's modules (kalua.kafka, kalua.yaml,\n"
          "kalua.config, ...), or one of kalua's built-in commands.\n"
          "\n"
-         "Options are those of lua5.4:\n"
-         "  -e stat   execute string 'stat'\n"
-         "  -i        enter interactive mode after executing 'script'\n"
-         "  -l mod    require library 'mod' into global 'mod'\n"
-         "  -l g=mod  require library 'mod' into global 'g'\n"
-         "  -v        show version information\n"
-         "  -E        ignore environment variables\n"
-         "  -W        turn warnings on\n"
-         "  --        stop handling options\n"
-         "  -         stop handling options and execute stdin\n"
+         "Options are those of lua5.4:\n%s"
          "and kalua's own:\n"
          "  --version show the versions of kalua and its libraries\n"
          "  --help    show this help\n"
          "\n"
-         "`kalua help` lists the commands; `kalua help <command>` describes one.\n");
+         "`kalua help` lists the commands; `kalua help <command>` describes one.\n",
+         lua_options);
 }
 
 static void print_lua_version(void) {

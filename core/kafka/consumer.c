@@ -11,37 +11,17 @@ static kafka_client *check_open(lua_State *L) {
 }
 
 int kafka_consumer_new(lua_State *L) {
-  char errstr[512];
-  rd_kafka_conf_t *conf;
-  kafka_client *c;
-  int ud;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  c = lua_newuserdatauv(L, sizeof *c, 1);
-  ud = lua_gettop(L);
-  kafka_client_init(c, "consumer");
+  kafka_client *c = kafka_client_new(L, "consumer", RD_KAFKA_CONSUMER, KAFKA_CONSUMER_MT, 1);
+  if (c == NULL) return 3;
   /* Uservalue: a weak-keyed set of this consumer's live batches. */
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_setiuservalue(L, ud, 1);
-  luaL_setmetatable(L, KAFKA_CONSUMER_MT);
-  conf = kafka_conf_from_table(L, 1, c);
-  if (conf == NULL) {
-    kafka_client_release(c);
-    return 3;
-  }
-  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-  if (c->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    kafka_fail_msg(L, c, errstr, "_INVALID_ARG");
-    kafka_client_release(c);
-    return 3;
-  }
+  lua_setiuservalue(L, -2, 1);
   /* Errors and logs arrive through consumer_poll, in the Lua thread. */
   rd_kafka_poll_set_consumer(c->rk);
-  lua_pushvalue(L, ud);
   return 1;
 }
 

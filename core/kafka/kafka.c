@@ -322,6 +322,35 @@ int kafka_opt_timeout(lua_State *L, int idx, kafka_client *c) {
   return (int)luaL_optinteger(L, idx, c->timeout_ms);
 }
 
+/* Creates a client userdata of metatable mt from the config table at 1.
+ * Returns it on the stack (and the client through *out), or NULL with
+ * nil, message, name pushed. */
+kafka_client *kafka_client_new(lua_State *L, const char *kind, rd_kafka_type_t type, const char *mt, int nuv) {
+  char errstr[512];
+  rd_kafka_conf_t *conf;
+  kafka_client *c;
+  int ud;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  c = lua_newuserdatauv(L, sizeof *c, nuv);
+  ud = lua_gettop(L);
+  kafka_client_init(c, kind);
+  luaL_setmetatable(L, mt);
+  conf = kafka_conf_from_table(L, 1, c);
+  if (conf == NULL) {
+    kafka_client_release(c);
+    return NULL;
+  }
+  c->rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
+  if (c->rk == NULL) {
+    rd_kafka_conf_destroy(conf);
+    kafka_fail_msg(L, c, errstr, "_INVALID_ARG");
+    kafka_client_release(c);
+    return NULL;
+  }
+  lua_settop(L, ud);
+  return c;
+}
+
 static int kafka_version(lua_State *L) {
   lua_pushstring(L, rd_kafka_version_str());
   return 1;

@@ -64,6 +64,7 @@ typedef struct kalua_batch {
 /* kafka.c */
 void kafka_client_init(kafka_client *c, const char *kind);
 void kafka_client_release(kafka_client *c); /* frees slots, not rk */
+kafka_client *kafka_client_new(lua_State *L, const char *kind, rd_kafka_type_t type, const char *mt, int nuv);
 void kafka_install_callbacks(rd_kafka_conf_t *conf, kafka_client *c);
 int kafka_fail(lua_State *L, kafka_client *c, rd_kafka_resp_err_t err, const char *what);
 int kafka_fail_msg(lua_State *L, kafka_client *c, const char *msg, const char *name);

@@ -13,29 +13,7 @@ static kafka_client *check_open(lua_State *L) {
 }
 
 int kafka_producer_new(lua_State *L) {
-  char errstr[512];
-  rd_kafka_conf_t *conf;
-  kafka_client *c;
-  int ud;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  c = lua_newuserdatauv(L, sizeof *c, 0);
-  ud = lua_gettop(L);
-  kafka_client_init(c, "producer");
-  luaL_setmetatable(L, KAFKA_PRODUCER_MT);
-  conf = kafka_conf_from_table(L, 1, c);
-  if (conf == NULL) {
-    kafka_client_release(c);
-    return 3;
-  }
-  c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (c->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    kafka_fail_msg(L, c, errstr, "_INVALID_ARG");
-    kafka_client_release(c);
-    return 3;
-  }
-  lua_pushvalue(L, ud);
-  return 1;
+  return kafka_client_new(L, "producer", RD_KAFKA_PRODUCER, KAFKA_PRODUCER_MT, 0) ? 1 : 3;
 }
 
 /* Headers from {{name, value}, ...} (repeatable, value may be nil) or
