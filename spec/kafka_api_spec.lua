@@ -217,7 +217,13 @@ describe("kalua.kafka", function()
       local ok, msg, name = admin:create_topics { { name = topic, partitions = 1, replication_factor = 1 } }
       assert.is_nil(ok)
       assert.are.equal("TOPIC_ALREADY_EXISTS", name, msg)
-      local md = assert(admin:metadata { topic = topic, watermarks = true })[1]
+      -- A new partition's leader takes a moment to be known everywhere.
+      local md
+      for _ = 1, 40 do
+        md = assert(admin:metadata { topic = topic, watermarks = true })[1]
+        if md.partitions[1] and md.partitions[1].high then break end
+        os.execute("sleep 0.25")
+      end
       assert.are.equal(3, #md.partitions)
       assert.are.same({ 0, 0 }, { md.partitions[1].low, md.partitions[1].high })
       local cfg = assert(admin:describe_configs { { type = "topic", name = topic } })[topic]

@@ -94,20 +94,30 @@ static int admin_create_topics(lua_State *L) {
   int nres;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = (size_t)luaL_len(L, 2);
+  for (i = 0; i < n; i++) { /* everything that can raise, before allocating */
+    if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING)
+      return luaL_error(L, "create_topics: entry %d needs a name", (int)i + 1);
+    kalua_optfield_int(L, -2, "partitions", 1);
+    kalua_optfield_int(L, -2, "replication_factor", -1);
+    if (lua_getfield(L, -2, "config") == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (!lua_isstring(L, -1) && !lua_isboolean(L, -1))
+          return luaL_error(L, "create_topics: config values must be strings or numbers");
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 3);
+  }
   topics = calloc(n ? n : 1, sizeof *topics);
   for (i = 0; i < n; i++) {
     char errstr[256];
     const char *name;
     lua_Integer partitions, rf;
     lua_rawgeti(L, 2, (lua_Integer)i + 1);
-    luaL_checktype(L, -1, LUA_TTABLE);
     lua_getfield(L, -1, "name");
     name = lua_tostring(L, -1);
     lua_pop(L, 1);
-    if (name == NULL) {
-      free_new_topics(topics, i);
-      return luaL_error(L, "create_topics: entry %d needs a name", (int)i + 1);
-    }
     partitions = kalua_optfield_int(L, -1, "partitions", 1);
     rf = kalua_optfield_int(L, -1, "replication_factor", -1);
     topics[i] = rd_kafka_NewTopic_new(name, (int)partitions, (int)rf, errstr, sizeof errstr);
@@ -204,11 +214,15 @@ static void push_partition(lua_State *L, kafka_client *c, const char *topic,
   }
   if (watermarks) {
     int64_t low = 0, high = 0;
-    if (rd_kafka_query_watermark_offsets(c->rk, topic, p->id, &low, &high, timeout) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(c->rk, topic, p->id, &low, &high, timeout);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       lua_pushinteger(L, low);
       lua_setfield(L, -2, "low");
       lua_pushinteger(L, high);
       lua_setfield(L, -2, "high");
+    } else { /* e.g. a new partition whose leader is not known yet */
+      lua_pushstring(L, rd_kafka_err2name(err));
+      lua_setfield(L, -2, "watermark_error");
     }
   }
 }
@@ -304,6 +318,13 @@ static int admin_describe_configs(lua_State *L) {
   const rd_kafka_ConfigResource_t **out;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = (size_t)luaL_len(L, 2);
+  for (i = 0; i < n; i++) { /* everything that can raise, before allocating */
+    if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING)
+      return luaL_error(L, "describe_configs: entry %d needs a name", (int)i + 1);
+    lua_getfield(L, -2, "type");
+    luaL_optstring(L, -1, "topic");
+    lua_pop(L, 3);
+  }
   res = calloc(n ? n : 1, sizeof *res);
   for (i = 0; i < n; i++) {
     const char *type, *name;
@@ -312,11 +333,6 @@ static int admin_describe_configs(lua_State *L) {
     lua_getfield(L, -2, "name");
     type = luaL_optstring(L, -2, "topic");
     name = lua_tostring(L, -1);
-    if (name == NULL) {
-      rd_kafka_ConfigResource_destroy_array(res, i);
-      free(res);
-      return luaL_error(L, "describe_configs: entry %d needs a name", (int)i + 1);
-    }
     res[i] = rd_kafka_ConfigResource_new(strcmp(type, "broker") == 0 ? RD_KAFKA_RESOURCE_BROKER : RD_KAFKA_RESOURCE_TOPIC, name);
     lua_pop(L, 3);
   }
@@ -583,16 +599,19 @@ static int admin_offsets_for_times(lua_State *L) {
   lua_Integer i, n;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = luaL_len(L, 2);
+  for (i = 1; i <= n; i++) { /* everything that can raise, before allocating */
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE || lua_getfield(L, -1, "topic") != LUA_TSTRING)
+      return luaL_error(L, "offsets_for_times: entry %d needs topic, partition and timestamp", (int)i);
+    kalua_optfield_int(L, -2, "partition", 0);
+    kalua_optfield_int(L, -2, "timestamp", 0);
+    lua_pop(L, 2);
+  }
   list = rd_kafka_topic_partition_list_new((int)(n > 0 ? n : 1));
   for (i = 1; i <= n; i++) {
     const char *topic;
     lua_rawgeti(L, 2, i);
     lua_getfield(L, -1, "topic");
     topic = lua_tostring(L, -1);
-    if (topic == NULL) {
-      rd_kafka_topic_partition_list_destroy(list);
-      return luaL_error(L, "offsets_for_times: entry %d needs topic, partition and timestamp", (int)i);
-    }
     rd_kafka_topic_partition_list_add(list, topic, (int32_t)kalua_optfield_int(L, -2, "partition", 0))->offset =
         kalua_optfield_int(L, -2, "timestamp", 0);
     lua_pop(L, 2);

@@ -252,34 +252,42 @@ static void field_or_index(lua_State *L, int t, const char *name, int i) {
   }
 }
 
+/* Raises unless entry i of the list at idx names a topic and partition
+ * (and, with_offsets, a valid offset). */
+static void check_partition_entry(lua_State *L, int idx, lua_Integer i, int with_offsets) {
+  int64_t ts;
+  if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "partition list entry %d is not a table", (int)i);
+  field_or_index(L, -1, "topic", 1);
+  field_or_index(L, -2, "partition", 2);
+  if (!lua_isstring(L, -2) || !lua_isinteger(L, -1))
+    luaL_error(L, "partition list entry %d needs topic and partition", (int)i);
+  lua_pop(L, 2);
+  if (with_offsets) {
+    field_or_index(L, -1, "offset", 3);
+    kafka_check_offset(L, -1, &ts);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 /* A list of {topic=, partition=[, offset=]} (or {topic, partition, offset})
  * as a librdkafka partition list. Timestamps are put in the offset field
- * and flagged with opaque = (void*)1 for offsets_for_times. */
+ * and flagged with opaque = (void*)1 for offsets_for_times. Everything is
+ * checked before the list is allocated, so a raised error leaks nothing. */
 rd_kafka_topic_partition_list_t *kafka_check_partitions(lua_State *L, int idx, int with_offsets) {
   rd_kafka_topic_partition_list_t *list;
   lua_Integer i, n;
   idx = lua_absindex(L, idx);
   luaL_checktype(L, idx, LUA_TTABLE);
   n = luaL_len(L, idx);
+  for (i = 1; i <= n; i++) check_partition_entry(L, idx, i, with_offsets);
   list = rd_kafka_topic_partition_list_new((int)(n > 0 ? n : 1));
   for (i = 1; i <= n; i++) {
-    const char *topic;
-    lua_Integer partition;
     rd_kafka_topic_partition_t *tp;
-    int isnum;
-    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) {
-      rd_kafka_topic_partition_list_destroy(list);
-      luaL_error(L, "partition list entry %d is not a table", (int)i);
-    }
+    lua_rawgeti(L, idx, i);
     field_or_index(L, -1, "topic", 1);
-    topic = lua_tostring(L, -1);
     field_or_index(L, -2, "partition", 2);
-    partition = lua_tointegerx(L, -1, &isnum);
-    if (topic == NULL || !isnum) {
-      rd_kafka_topic_partition_list_destroy(list);
-      luaL_error(L, "partition list entry %d needs topic and partition", (int)i);
-    }
-    tp = rd_kafka_topic_partition_list_add(list, topic, (int32_t)partition);
+    tp = rd_kafka_topic_partition_list_add(list, lua_tostring(L, -2), (int32_t)lua_tointeger(L, -1));
     lua_pop(L, 2);
     if (with_offsets) {
       int64_t ts;
