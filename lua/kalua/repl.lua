@@ -78,6 +78,7 @@ local PRELOADED = {
   kafka = "kalua.kafka",
   yaml = "kalua.yaml",
   config = "kalua.config",
+  codec = "kalua.codec",
 }
 
 --- Makes kalua's modules globals for interactive use; a module that fails
