@@ -79,6 +79,7 @@ local PRELOADED = {
   yaml = "kalua.yaml",
   config = "kalua.config",
   codec = "kalua.codec",
+  storage = "kalua.storage",
 }
 
 --- Makes kalua's modules globals for interactive use; a module that fails

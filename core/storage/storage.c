@@ -1,0 +1,345 @@
+/* kalua.storage: the Lua face of the storage backends.
+ *
+ *   local store = assert(storage.open("/var/backups"))      -- or "file:///...",
+ *                                                           -- or {backend="filesystem", path=...}
+ *   store:put(key, data)            store:get(key [, offset [, length]])
+ *   store:stat(key)                 store:list([prefix])    store:delete(key)
+ *   local w <close> = assert(store:open_writer(key))
+ *   w:write(chunk) ... w:commit()   -- nothing is visible under key before commit;
+ *                                   -- closing without commit discards the write
+ *   local r <close> = assert(store:open_reader(key [, offset [, length]]))
+ *   r:read([n]) -> bytes | nil at the end
+ *
+ * Failures return nil, message, name (NOT_FOUND, NO_SPACE, PERMISSION_DENIED,
+ * INVALID_KEY, IO_ERROR, UNSUPPORTED). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kalua_util.h"
+#include "storage/storage.h"
+
+#define STORE_MT "kalua.storage.Store"
+#define WRITER_MT "kalua.storage.Writer"
+#define READER_MT "kalua.storage.Reader"
+#define READ_CHUNK 65536
+
+typedef struct {
+  const storage_backend *backend;
+  void *self;
+  char *where; /* for messages and __tostring */
+} store_ud;
+
+typedef struct {
+  const storage_backend *backend;
+  storage_writer *w;
+} writer_ud;
+
+typedef struct {
+  const storage_backend *backend;
+  storage_reader *r;
+} reader_ud;
+
+static int push_error(lua_State *L, const storage_error *err) {
+  return kalua_fail(L, err->message, err->name ? err->name : "IO_ERROR");
+}
+
+static store_ud *check_store(lua_State *L) {
+  store_ud *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->self == NULL) luaL_error(L, "storage is closed");
+  return s;
+}
+
+/* storage.open(path | "file://path" | {backend=, path=}) */
+static int storage_open(lua_State *L) {
+  const char *backend = "filesystem", *path = NULL;
+  storage_error err = {"", NULL};
+  store_ud *s;
+  if (lua_istable(L, 1)) {
+    lua_getfield(L, 1, "backend");
+    backend = luaL_optstring(L, -1, "filesystem");
+    lua_getfield(L, 1, "path");
+    path = lua_tostring(L, -1);
+  } else {
+    path = luaL_checkstring(L, 1);
+    if (strncmp(path, "file://", 7) == 0) {
+      path += 7;
+    } else if (strstr(path, "://")) {
+      backend = path; /* s3://, az://, gs:// */
+    }
+  }
+  if (strcmp(backend, "filesystem") != 0)
+    return kalua_fail(L, lua_pushfstring(L, "storage backend '%s' is not built yet (filesystem only)", backend),
+                      "UNSUPPORTED");
+  if (path == NULL) return luaL_error(L, "filesystem storage needs a path");
+  s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, STORE_MT);
+  s->backend = &storage_fs_backend;
+  s->self = storage_fs_open(path, &err);
+  if (s->self == NULL) return push_error(L, &err);
+  s->where = strdup(path);
+  return 1;
+}
+
+static int store_put(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *key = luaL_checkstring(L, 2);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  storage_error err = {"", NULL};
+  storage_writer *w = s->backend->open_writer(s->self, key, &err);
+  if (w == NULL) return push_error(L, &err);
+  if (!s->backend->write(w, data, len, &err)) {
+    s->backend->abort(w);
+    return push_error(L, &err);
+  }
+  if (!s->backend->commit(w, &err)) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int read_all(lua_State *L, const storage_backend *b, storage_reader *r) {
+  storage_error err = {"", NULL};
+  luaL_Buffer buf;
+  int64_t n;
+  luaL_buffinit(L, &buf);
+  do {
+    char *p = luaL_prepbuffsize(&buf, READ_CHUNK);
+    n = b->read(r, p, READ_CHUNK, &err);
+    if (n > 0) luaL_addsize(&buf, (size_t)n);
+  } while (n > 0);
+  b->close_reader(r);
+  if (n < 0) return push_error(L, &err);
+  luaL_pushresult(&buf);
+  return 1;
+}
+
+/* store:get(key [, offset [, length]]) -> the bytes */
+static int store_get(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *key = luaL_checkstring(L, 2);
+  int64_t offset = luaL_optinteger(L, 3, 0), length = luaL_optinteger(L, 4, -1);
+  storage_error err = {"", NULL};
+  storage_reader *r;
+  luaL_argcheck(L, offset >= 0, 3, "offset must not be negative");
+  r = s->backend->open_reader(s->self, key, offset, length, &err);
+  if (r == NULL) return push_error(L, &err);
+  return read_all(L, s->backend, r);
+}
+
+static void push_entry(lua_State *L, const storage_entry *e) {
+  lua_createtable(L, 0, 3);
+  if (e->key) {
+    lua_pushstring(L, e->key);
+    lua_setfield(L, -2, "key");
+  }
+  lua_pushinteger(L, e->size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, e->mtime);
+  lua_setfield(L, -2, "mtime");
+}
+
+static int store_stat(lua_State *L) {
+  store_ud *s = check_store(L);
+  storage_entry e;
+  storage_error err = {"", NULL};
+  if (!s->backend->stat(s->self, luaL_checkstring(L, 2), &e, &err)) return push_error(L, &err);
+  push_entry(L, &e);
+  return 1;
+}
+
+static void collect(void *ctx, const storage_entry *e) {
+  lua_State *L = ctx;
+  push_entry(L, e);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+}
+
+static int key_less(lua_State *L) {
+  lua_getfield(L, 1, "key");
+  lua_getfield(L, 2, "key");
+  lua_pushboolean(L, lua_compare(L, -2, -1, LUA_OPLT));
+  return 1;
+}
+
+/* store:list([prefix]) -> { {key=, size=, mtime=}, ... } sorted by key */
+static int store_list(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *prefix = luaL_optstring(L, 2, "");
+  storage_error err = {"", NULL};
+  lua_newtable(L);
+  if (!s->backend->list(s->self, prefix, collect, L, &err)) return push_error(L, &err);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, -3);
+  lua_pushcfunction(L, key_less);
+  lua_call(L, 2, 0);
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int store_delete(lua_State *L) {
+  store_ud *s = check_store(L);
+  storage_error err = {"", NULL};
+  if (!s->backend->remove(s->self, luaL_checkstring(L, 2), &err)) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int store_open_writer(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *key = luaL_checkstring(L, 2);
+  storage_error err = {"", NULL};
+  writer_ud *w = lua_newuserdatauv(L, sizeof *w, 1);
+  w->backend = s->backend;
+  w->w = NULL;
+  luaL_setmetatable(L, WRITER_MT);
+  lua_pushvalue(L, 1); /* the store outlives its writers */
+  lua_setiuservalue(L, -2, 1);
+  w->w = s->backend->open_writer(s->self, key, &err);
+  if (w->w == NULL) return push_error(L, &err);
+  return 1;
+}
+
+static int store_open_reader(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *key = luaL_checkstring(L, 2);
+  int64_t offset = luaL_optinteger(L, 3, 0), length = luaL_optinteger(L, 4, -1);
+  storage_error err = {"", NULL};
+  reader_ud *r;
+  luaL_argcheck(L, offset >= 0, 3, "offset must not be negative");
+  r = lua_newuserdatauv(L, sizeof *r, 1);
+  r->backend = s->backend;
+  r->r = NULL;
+  luaL_setmetatable(L, READER_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  r->r = s->backend->open_reader(s->self, key, offset, length, &err);
+  if (r->r == NULL) return push_error(L, &err);
+  return 1;
+}
+
+static int store_close(lua_State *L) {
+  store_ud *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->self) s->backend->destroy(s->self);
+  s->self = NULL;
+  free(s->where);
+  s->where = NULL;
+  return 0;
+}
+
+static int store_tostring(lua_State *L) {
+  store_ud *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->self)
+    lua_pushfstring(L, "kalua.storage.Store (%s %s)", s->backend->name, s->where);
+  else
+    lua_pushliteral(L, "kalua.storage.Store (closed)");
+  return 1;
+}
+
+/* --- writer ------------------------------------------------------------- */
+
+static writer_ud *check_writer(lua_State *L) {
+  writer_ud *w = luaL_checkudata(L, 1, WRITER_MT);
+  if (w->w == NULL) luaL_error(L, "writer is committed or closed");
+  return w;
+}
+
+static int writer_write(lua_State *L) {
+  writer_ud *w = check_writer(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  storage_error err = {"", NULL};
+  if (!w->backend->write(w->w, data, len, &err)) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int writer_commit(lua_State *L) {
+  writer_ud *w = check_writer(L);
+  storage_error err = {"", NULL};
+  storage_writer *inner = w->w;
+  w->w = NULL;
+  if (!w->backend->commit(inner, &err)) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Closing an uncommitted writer discards it: a half-written object is
+ * never published, whatever interrupted the script. */
+static int writer_abort(lua_State *L) {
+  writer_ud *w = luaL_checkudata(L, 1, WRITER_MT);
+  if (w->w) w->backend->abort(w->w);
+  w->w = NULL;
+  return 0;
+}
+
+/* --- reader ------------------------------------------------------------- */
+
+static int reader_read(lua_State *L) {
+  reader_ud *r = luaL_checkudata(L, 1, READER_MT);
+  lua_Integer want = luaL_optinteger(L, 2, READ_CHUNK);
+  storage_error err = {"", NULL};
+  luaL_Buffer buf;
+  int64_t n;
+  char *p;
+  if (r->r == NULL) return luaL_error(L, "reader is closed");
+  luaL_argcheck(L, want > 0, 2, "read size must be positive");
+  p = luaL_buffinitsize(L, &buf, (size_t)want);
+  n = r->backend->read(r->r, p, (size_t)want, &err);
+  if (n < 0) return push_error(L, &err);
+  if (n == 0) return 0;
+  luaL_pushresultsize(&buf, (size_t)n);
+  return 1;
+}
+
+static int reader_close(lua_State *L) {
+  reader_ud *r = luaL_checkudata(L, 1, READER_MT);
+  if (r->r) r->backend->close_reader(r->r);
+  r->r = NULL;
+  return 0;
+}
+
+static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
+                     lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__close");
+  if (tostring) {
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+static const luaL_Reg store_methods[] = {
+  {"put", store_put}, {"get", store_get}, {"stat", store_stat}, {"list", store_list},
+  {"delete", store_delete}, {"open_writer", store_open_writer}, {"open_reader", store_open_reader},
+  {"close", store_close}, {NULL, NULL}
+};
+
+static const luaL_Reg writer_methods[] = {
+  {"write", writer_write}, {"commit", writer_commit}, {"abort", writer_abort}, {"close", writer_abort},
+  {NULL, NULL}
+};
+
+static const luaL_Reg reader_methods[] = {
+  {"read", reader_read}, {"close", reader_close}, {NULL, NULL}
+};
+
+static const luaL_Reg storage_funcs[] = {
+  {"open", storage_open},
+  {NULL, NULL}
+};
+
+int luaopen_kalua_storage(lua_State *L) {
+  new_type(L, STORE_MT, store_methods, store_close, store_tostring);
+  new_type(L, WRITER_MT, writer_methods, writer_abort, NULL);
+  new_type(L, READER_MT, reader_methods, reader_close, NULL);
+  luaL_newlib(L, storage_funcs);
+  return 1;
+}

@@ -1,0 +1,57 @@
+/* kalua.storage: one interface over backends (filesystem now; S3, Azure
+ * Blob and GCS later). Keys are relative, '/'-separated names; a backend
+ * maps them onto files or objects. A write becomes visible under its key
+ * only when committed, whole. */
+#ifndef KALUA_STORAGE_H
+#define KALUA_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORAGE_ERR_MAX 512
+
+/* What a failed call reports: a message and a symbolic name
+ * (NOT_FOUND, NO_SPACE, PERMISSION_DENIED, INVALID_KEY, IO_ERROR). */
+typedef struct {
+  char message[STORAGE_ERR_MAX];
+  const char *name;
+} storage_error;
+
+typedef struct {
+  char *key;
+  int64_t size;
+  int64_t mtime; /* seconds since the epoch */
+} storage_entry;
+
+typedef struct storage_writer storage_writer;
+typedef struct storage_reader storage_reader;
+
+typedef struct storage_backend {
+  const char *name;
+  void (*destroy)(void *self);
+  int (*stat)(void *self, const char *key, storage_entry *out, storage_error *err);
+  /* Calls fn for every key under prefix; returns 0 on error. */
+  int (*list)(void *self, const char *prefix, void (*fn)(void *ctx, const storage_entry *e), void *ctx,
+              storage_error *err);
+  int (*remove)(void *self, const char *key, storage_error *err);
+  storage_writer *(*open_writer)(void *self, const char *key, storage_error *err);
+  int (*write)(storage_writer *w, const void *data, size_t len, storage_error *err);
+  int (*commit)(storage_writer *w, storage_error *err); /* publishes and frees */
+  void (*abort)(storage_writer *w);                     /* discards and frees */
+  storage_reader *(*open_reader)(void *self, const char *key, int64_t offset, int64_t length, storage_error *err);
+  /* Returns bytes read (0 at the end of the range) or -1. */
+  int64_t (*read)(storage_reader *r, void *buf, size_t len, storage_error *err);
+  void (*close_reader)(storage_reader *r);
+} storage_backend;
+
+/* The filesystem backend rooted at a directory (created if missing). */
+void *storage_fs_open(const char *root, storage_error *err);
+extern const storage_backend storage_fs_backend;
+
+/* Rejects absolute keys, empty segments, "." and "..": no key may escape
+ * the store's root. */
+int storage_check_key(const char *key, storage_error *err);
+
+void storage_fail(storage_error *err, const char *name, const char *fmt, ...);
+
+#endif
