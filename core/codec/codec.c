@@ -11,7 +11,7 @@
  * hostile frame cannot make kalua allocate without limit. */
 #include <zstd.h>
 
-#include "codec/codec.h"
+#include "common/crc32c.h"
 #include "kalua_util.h"
 
 #define COMPRESSOR_MT "kalua.codec.Compressor"

@@ -18,26 +18,7 @@
 #include "kalua_util.h"
 #include "storage/storage.h"
 
-#define STORE_MT "kalua.storage.Store"
-#define WRITER_MT "kalua.storage.Writer"
-#define READER_MT "kalua.storage.Reader"
 #define READ_CHUNK 65536
-
-typedef struct {
-  const storage_backend *backend;
-  void *self;
-  char *where; /* for messages and __tostring */
-} store_ud;
-
-typedef struct {
-  const storage_backend *backend;
-  storage_writer *w;
-} writer_ud;
-
-typedef struct {
-  const storage_backend *backend;
-  storage_reader *r;
-} reader_ud;
 
 static int push_error(lua_State *L, const storage_error *err) {
   return kalua_fail(L, err->message, err->name ? err->name : "IO_ERROR");

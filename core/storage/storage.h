@@ -54,4 +54,26 @@ int storage_check_key(const char *key, storage_error *err);
 
 void storage_fail(storage_error *err, const char *name, const char *fmt, ...);
 
+/* The Lua userdata, shared with other C modules (the segment writer writes
+ * through a Writer's vtable; no link-time dependency between modules). */
+#define STORE_MT "kalua.storage.Store"
+#define WRITER_MT "kalua.storage.Writer"
+#define READER_MT "kalua.storage.Reader"
+
+typedef struct {
+  const storage_backend *backend;
+  void *self;
+  char *where; /* for messages and __tostring */
+} store_ud;
+
+typedef struct {
+  const storage_backend *backend;
+  storage_writer *w;
+} writer_ud;
+
+typedef struct {
+  const storage_backend *backend;
+  storage_reader *r;
+} reader_ud;
+
 #endif

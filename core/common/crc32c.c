@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "codec/codec.h"
+#include "common/crc32c.h"
 
 #define POLY 0x82f63b78u /* reflected Castagnoli polynomial */
 

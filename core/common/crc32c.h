@@ -1,6 +1,6 @@
-/* kalua.codec: checksums and compression shared by the segment format. */
-#ifndef KALUA_CODEC_H
-#define KALUA_CODEC_H
+/* CRC-32C, shared by kalua.codec and the segment format. */
+#ifndef KALUA_CRC32C_H
+#define KALUA_CRC32C_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,353 @@
+/* kalua.segment.Writer: records in, blocks out to a kalua.storage Writer.
+ *
+ *   local w = segment.writer(store:open_writer(key), {codec="zstd", level=3, block_bytes=1<<20})
+ *   w:add_batch(batch)          -- a kalua.kafka Batch, no Lua table per record
+ *   w:add{offset=, timestamp=, timestamp_type=, key=, value=, headers=}
+ *   local stats = w:finish()    -- index + trailer, then the storage write is committed
+ *
+ * Until finish() succeeds nothing is published: closing or collecting an
+ * unfinished writer aborts the storage write. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "common/crc32c.h"
+#include "kafka/kafka_internal.h"
+#include "kalua_util.h"
+#include "segment/segment.h"
+#include "storage/storage.h"
+
+typedef struct {
+  writer_ud *sink; /* kept alive through uservalue 1 */
+  int codec, level;
+  size_t block_bytes;
+  seg_buf block, out, index;
+  ZSTD_CCtx *cctx;
+  int64_t position;
+  uint32_t block_records, blocks;
+  int64_t block_first_offset, block_last_offset, block_first_ts, block_max_ts;
+  int64_t records, first_offset, last_offset, first_ts, max_ts, raw_bytes;
+  int done; /* finished or aborted */
+} seg_writer;
+
+static seg_writer *check_open(lua_State *L) {
+  seg_writer *w = luaL_checkudata(L, 1, SEGMENT_WRITER_MT);
+  if (w->done) luaL_error(L, "segment writer is finished or aborted");
+  return w;
+}
+
+static void release(seg_writer *w) {
+  seg_buf_free(&w->block);
+  seg_buf_free(&w->out);
+  seg_buf_free(&w->index);
+  if (w->cctx) ZSTD_freeCCtx(w->cctx);
+  w->cctx = NULL;
+}
+
+static void abort_writer(seg_writer *w) {
+  if (!w->done && w->sink && w->sink->w) {
+    w->sink->backend->abort(w->sink->w);
+    w->sink->w = NULL;
+  }
+  w->done = 1;
+  release(w);
+}
+
+static int sink_write(lua_State *L, seg_writer *w, const void *p, size_t n) {
+  storage_error err = {"", NULL};
+  if (!w->sink->w) return luaL_error(L, "the storage writer was closed under the segment writer");
+  if (!w->sink->backend->write(w->sink->w, p, n, &err)) {
+    abort_writer(w);
+    kalua_fail(L, err.message, err.name);
+    return 0;
+  }
+  w->position += (int64_t)n;
+  return 1;
+}
+
+/* Compresses and writes the pending block, and indexes it. */
+static int flush_block(lua_State *L, seg_writer *w) {
+  unsigned char hdr[SEGMENT_BLOCK_HEADER_SIZE], *e;
+  const unsigned char *payload = w->block.data;
+  size_t payload_len = w->block.len;
+  if (w->block_records == 0) return 1;
+  if (w->codec == SEGMENT_CODEC_ZSTD) {
+    size_t bound = ZSTD_compressBound(w->block.len), n;
+    if (!seg_buf_reserve(&w->out, bound)) return luaL_error(L, "out of memory for a segment block");
+    n = ZSTD_compressCCtx(w->cctx, w->out.data, bound, w->block.data, w->block.len, w->level);
+    if (ZSTD_isError(n)) return luaL_error(L, "zstd: %s", ZSTD_getErrorName(n));
+    payload = w->out.data;
+    payload_len = n;
+  }
+  put_u32(hdr, (uint32_t)payload_len);
+  put_u32(hdr + 4, (uint32_t)w->block.len);
+  put_u32(hdr + 8, w->block_records);
+  put_u32(hdr + 12, codec_crc32c(0, payload, payload_len));
+  put_i64(hdr + 16, w->block_first_offset);
+  if (!seg_buf_reserve(&w->index, SEGMENT_INDEX_ENTRY_SIZE)) return luaL_error(L, "out of memory for the index");
+  e = w->index.data + w->index.len;
+  put_i64(e, w->position);
+  put_i64(e + 8, w->block_first_offset);
+  put_i64(e + 16, w->block_last_offset);
+  put_i64(e + 24, w->block_first_ts);
+  put_i64(e + 32, w->block_max_ts);
+  put_u32(e + 40, w->block_records);
+  put_u32(e + 44, 0);
+  if (!sink_write(L, w, hdr, sizeof hdr) || !sink_write(L, w, payload, payload_len)) return 0;
+  w->index.len += SEGMENT_INDEX_ENTRY_SIZE;
+  w->blocks++;
+  w->block.len = 0;
+  w->block_records = 0;
+  return 1;
+}
+
+static int append_bytes(seg_buf *b, const void *p, int64_t len) {
+  /* len -1 is null */
+  if (!seg_buf_reserve(b, 4 + (len > 0 ? (size_t)len : 0))) return 0;
+  put_u32(b->data + b->len, (uint32_t)(int32_t)len);
+  b->len += 4;
+  if (len > 0) {
+    memcpy(b->data + b->len, p, (size_t)len);
+    b->len += (size_t)len;
+  }
+  return 1;
+}
+
+/* Starts a record in the block; headers follow with append_header. */
+static int begin_record(lua_State *L, seg_writer *w, int64_t offset, int64_t ts, int tstype,
+                        const void *key, int64_t klen, const void *value, int64_t vlen, uint32_t nheaders) {
+  seg_buf *b = &w->block;
+  if (!seg_buf_reserve(b, 17)) return luaL_error(L, "out of memory for a segment block");
+  put_i64(b->data + b->len, offset);
+  put_i64(b->data + b->len + 8, ts);
+  b->data[b->len + 16] = (unsigned char)tstype;
+  b->len += 17;
+  if (!append_bytes(b, key, key ? klen : -1) || !append_bytes(b, value, value ? vlen : -1) ||
+      !seg_buf_reserve(b, 4))
+    return luaL_error(L, "out of memory for a segment block");
+  put_u32(b->data + b->len, nheaders);
+  b->len += 4;
+  if (w->block_records == 0) {
+    w->block_first_offset = offset;
+    w->block_first_ts = ts;
+    w->block_max_ts = ts;
+  }
+  if (w->records == 0) {
+    w->first_offset = offset;
+    w->first_ts = ts;
+    w->max_ts = ts;
+  }
+  if (ts > w->block_max_ts) w->block_max_ts = ts;
+  if (ts > w->max_ts) w->max_ts = ts;
+  w->block_last_offset = offset;
+  w->last_offset = offset;
+  w->block_records++;
+  w->records++;
+  w->raw_bytes += (key ? klen : 0) + (value ? vlen : 0);
+  return 1;
+}
+
+static int append_header(lua_State *L, seg_writer *w, const void *name, size_t nlen, const void *value, int64_t vlen) {
+  if (!append_bytes(&w->block, name, (int64_t)nlen) || !append_bytes(&w->block, value, value ? vlen : -1))
+    return luaL_error(L, "out of memory for a segment block");
+  return 1;
+}
+
+static int end_record(lua_State *L, seg_writer *w) {
+  return w->block.len >= w->block_bytes ? flush_block(L, w) : 1;
+}
+
+/* segment.writer(storage_writer [, {codec=, level=, block_bytes=}]) */
+static int segment_writer_new(lua_State *L) {
+  writer_ud *sink = luaL_checkudata(L, 1, WRITER_MT);
+  seg_writer *w;
+  unsigned char hdr[SEGMENT_HEADER_SIZE] = {0};
+  const char *codec = "zstd";
+  int ud;
+  if (sink->w == NULL) return luaL_argerror(L, 1, "storage writer is committed or closed");
+  w = lua_newuserdatauv(L, sizeof *w, 1);
+  ud = lua_gettop(L);
+  memset(w, 0, sizeof *w);
+  w->done = 1; /* nothing to abort until set up */
+  luaL_setmetatable(L, SEGMENT_WRITER_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  w->sink = sink;
+  w->level = 3;
+  w->block_bytes = 1 << 20;
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "codec") == LUA_TSTRING) codec = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    w->level = (int)kalua_optfield_int(L, 2, "level", 3);
+    w->block_bytes = (size_t)kalua_optfield_int(L, 2, "block_bytes", 1 << 20);
+  }
+  if (strcmp(codec, "zstd") == 0)
+    w->codec = SEGMENT_CODEC_ZSTD;
+  else if (strcmp(codec, "none") == 0)
+    w->codec = SEGMENT_CODEC_NONE;
+  else
+    return luaL_error(L, "unknown segment codec '%s' (none or zstd)", codec);
+  if (w->level < ZSTD_minCLevel() || w->level > ZSTD_maxCLevel()) return luaL_error(L, "bad zstd level %d", w->level);
+  if (w->block_bytes < 1024 || w->block_bytes > SEGMENT_MAX_BLOCK_RAW / 2)
+    return luaL_error(L, "block_bytes must be within 1 KiB .. 128 MiB");
+  if (w->codec == SEGMENT_CODEC_ZSTD && (w->cctx = ZSTD_createCCtx()) == NULL) return luaL_error(L, "zstd: out of memory");
+  w->done = 0;
+  memcpy(hdr, SEGMENT_MAGIC, 4);
+  hdr[4] = SEGMENT_VERSION;
+  hdr[6] = (unsigned char)w->codec;
+  if (!sink_write(L, w, hdr, sizeof hdr)) return 3;
+  lua_pushvalue(L, ud);
+  return 1;
+}
+
+static int timestamp_type_code(const char *s) {
+  if (s == NULL) return 0;
+  if (strcmp(s, "create") == 0) return 1;
+  if (strcmp(s, "log_append") == 0) return 2;
+  return 0;
+}
+
+/* w:add{offset=, timestamp=, timestamp_type=, key=, value=, headers={{name, value}...}} */
+static int segment_writer_add(lua_State *L) {
+  seg_writer *w = check_open(L);
+  size_t klen = 0, vlen = 0;
+  const char *key, *value;
+  lua_Integer offset, ts, i, n = 0;
+  int tstype;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (lua_getfield(L, 2, "offset") != LUA_TNUMBER) return luaL_error(L, "record needs an integer offset");
+  offset = lua_tointeger(L, -1);
+  ts = kalua_optfield_int(L, 2, "timestamp", -1);
+  lua_getfield(L, 2, "timestamp_type");
+  tstype = timestamp_type_code(lua_tostring(L, -1));
+  lua_getfield(L, 2, "key");
+  key = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &klen);
+  lua_getfield(L, 2, "value");
+  value = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &vlen);
+  if (lua_getfield(L, 2, "headers") == LUA_TTABLE) n = luaL_len(L, -1);
+  for (i = 1; i <= n; i++) { /* check before writing anything */
+    if (lua_rawgeti(L, -1, i) != LUA_TTABLE) return luaL_error(L, "header %d must be a {name, value} pair", (int)i);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    if (!lua_isstring(L, -2) || !(lua_isnil(L, -1) || lua_isstring(L, -1)))
+      return luaL_error(L, "header %d must be a {name, value} pair", (int)i);
+    lua_pop(L, 3);
+  }
+  if (!begin_record(L, w, offset, ts, tstype, key, (int64_t)klen, value, (int64_t)vlen, (uint32_t)n)) return 3;
+  for (i = 1; i <= n; i++) {
+    size_t nl, hl = 0;
+    const char *name, *hv;
+    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    name = lua_tolstring(L, -2, &nl);
+    hv = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &hl);
+    append_header(L, w, name, nl, hv, (int64_t)hl);
+    lua_pop(L, 3);
+  }
+  if (!end_record(L, w)) return 3;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* w:add_batch(batch) -> number of records added */
+static int segment_writer_add_batch(lua_State *L) {
+  seg_writer *w = check_open(L);
+  kalua_batch *b = luaL_checkudata(L, 2, KAFKA_BATCH_MT);
+  int i;
+  for (i = 0; i < b->n; i++) {
+    const rd_kafka_message_t *m = b->msgs[i];
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    size_t count = 0, j;
+    const char *name;
+    const void *hv;
+    size_t hl;
+    if (rd_kafka_message_headers((rd_kafka_message_t *)m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      count = rd_kafka_header_cnt(hdrs);
+    if (!begin_record(L, w, m->offset, ts, tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? 1
+                                           : tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? 2 : 0,
+                      m->key, (int64_t)m->key_len, m->payload, (int64_t)m->len, (uint32_t)count))
+      return 3;
+    for (j = 0; j < count && rd_kafka_header_get_all(hdrs, j, &name, &hv, &hl) == RD_KAFKA_RESP_ERR_NO_ERROR; j++)
+      append_header(L, w, name, strlen(name), hv, (int64_t)hl);
+    if (!end_record(L, w)) return 3;
+  }
+  lua_pushinteger(L, b->n);
+  return 1;
+}
+
+/* w:finish() -> stats; the segment is published under its key */
+static int segment_writer_finish(lua_State *L) {
+  seg_writer *w = check_open(L);
+  unsigned char trailer[SEGMENT_TRAILER_SIZE] = {0};
+  storage_error err = {"", NULL};
+  int64_t index_position;
+  storage_writer *inner;
+  if (!flush_block(L, w)) return 3;
+  index_position = w->position;
+  put_i64(trailer, index_position);
+  put_u32(trailer + 8, w->blocks);
+  put_u32(trailer + 12, codec_crc32c(0, w->index.data, w->index.len));
+  memcpy(trailer + 16, SEGMENT_END_MAGIC, 4);
+  if ((w->index.len && !sink_write(L, w, w->index.data, w->index.len)) || !sink_write(L, w, trailer, sizeof trailer))
+    return 3;
+  inner = w->sink->w;
+  w->sink->w = NULL;
+  w->done = 1;
+  if (!w->sink->backend->commit(inner, &err)) {
+    release(w);
+    return kalua_fail(L, err.message, err.name);
+  }
+  release(w);
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, w->records);
+  lua_setfield(L, -2, "records");
+  lua_pushinteger(L, w->blocks);
+  lua_setfield(L, -2, "blocks");
+  lua_pushinteger(L, w->position);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, w->raw_bytes);
+  lua_setfield(L, -2, "raw_bytes");
+  if (w->records) {
+    lua_pushinteger(L, w->first_offset);
+    lua_setfield(L, -2, "first_offset");
+    lua_pushinteger(L, w->last_offset);
+    lua_setfield(L, -2, "last_offset");
+    lua_pushinteger(L, w->first_ts);
+    lua_setfield(L, -2, "first_timestamp");
+    lua_pushinteger(L, w->max_ts);
+    lua_setfield(L, -2, "max_timestamp");
+  }
+  return 1;
+}
+
+static int segment_writer_abort(lua_State *L) {
+  seg_writer *w = luaL_checkudata(L, 1, SEGMENT_WRITER_MT);
+  abort_writer(w);
+  return 0;
+}
+
+static const luaL_Reg writer_methods[] = {
+  {"add", segment_writer_add},
+  {"add_batch", segment_writer_add_batch},
+  {"finish", segment_writer_finish},
+  {"abort", segment_writer_abort},
+  {NULL, NULL}
+};
+
+void segment_open_writer(lua_State *L) {
+  luaL_newmetatable(L, SEGMENT_WRITER_MT);
+  lua_pushcfunction(L, segment_writer_abort);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, segment_writer_abort);
+  lua_setfield(L, -2, "__close");
+  lua_newtable(L);
+  luaL_setfuncs(L, writer_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, segment_writer_new);
+  lua_setfield(L, -2, "writer");
+}
