@@ -251,14 +251,17 @@ static int segment_writer_add(lua_State *L) {
   return 1;
 }
 
-/* w:add_batch(batch) -> number of records added */
+/* w:add_batch(batch [, before_offset]) -> number of records added. Records
+ * at or past before_offset are left out (a snapshot's end). */
 static int segment_writer_add_batch(lua_State *L) {
   seg_writer *w = check_open(L);
   kalua_batch *b = luaL_checkudata(L, 2, KAFKA_BATCH_MT);
-  int i;
+  lua_Integer before = luaL_optinteger(L, 3, INT64_MAX);
+  int i, added = 0;
   for (i = 0; i < b->n; i++) {
     const rd_kafka_message_t *m = b->msgs[i];
     rd_kafka_headers_t *hdrs = NULL;
+    if (m->offset >= before) break;
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     size_t count = 0, j;
@@ -274,8 +277,9 @@ static int segment_writer_add_batch(lua_State *L) {
     for (j = 0; j < count && rd_kafka_header_get_all(hdrs, j, &name, &hv, &hl) == RD_KAFKA_RESP_ERR_NO_ERROR; j++)
       append_header(L, w, name, strlen(name), hv, (int64_t)hl);
     if (!end_record(L, w)) return 3;
+    added++;
   }
-  lua_pushinteger(L, b->n);
+  lua_pushinteger(L, added);
   return 1;
 }
 
