@@ -9,12 +9,14 @@
  *   r:verify([deep])            -- every CRC; deep also decodes every record
  *
  * Damage is reported as nil, "<key>: block N at byte P: <what>", "CORRUPT". */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zstd.h>
 
 #include "common/crc32c.h"
+#include "kafka/kafka_internal.h"
 #include "kalua_util.h"
 #include "segment/segment.h"
 #include "storage/storage.h"
@@ -427,7 +429,109 @@ static int reader_info(lua_State *L) {
   return 1;
 }
 
+/* What r:produce sends and how. */
+typedef struct {
+  const char *topic;
+  int32_t partition;
+  int64_t from, to;               /* offsets, inclusive */
+  int64_t start_time, end_time;   /* ms, inclusive */
+  int original_headers;           /* add kalua.original.offset/timestamp */
+  int timeout_ms;
+} produce_opts;
+
+static void add_original_headers(rd_kafka_headers_t *hdrs, const segment_record *rec) {
+  char num[32];
+  snprintf(num, sizeof num, "%lld", (long long)rec->offset);
+  rd_kafka_header_add(hdrs, "kalua.original.offset", -1, num, -1);
+  snprintf(num, sizeof num, "%lld", (long long)rec->timestamp);
+  rd_kafka_header_add(hdrs, "kalua.original.timestamp", -1, num, -1);
+}
+
+/* Produces one record, waiting on a full queue. Returns the error. */
+static rd_kafka_resp_err_t produce_record(kafka_client *c, const produce_opts *o, const segment_record *rec) {
+  rd_kafka_headers_t *hdrs = NULL;
+  const unsigned char *p = rec->headers, *end = rec->headers + rec->headers_len, *name, *value;
+  uint32_t name_len;
+  int32_t value_len;
+  int waited = 0;
+  rd_kafka_resp_err_t err;
+  if (rec->header_count || o->original_headers) {
+    hdrs = rd_kafka_headers_new(rec->header_count + 2);
+    while (segment_next_header(&p, end, &name, &name_len, &value, &value_len))
+      rd_kafka_header_add(hdrs, (const char *)name, (ssize_t)name_len, value, value ? value_len : 0);
+    if (o->original_headers) add_original_headers(hdrs, rec);
+  }
+  for (;;) {
+    err = rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION(o->partition),
+                            RD_KAFKA_V_KEY(rec->key, rec->key ? (size_t)rec->key_len : 0),
+                            RD_KAFKA_V_VALUE((void *)rec->value, rec->value ? (size_t)rec->value_len : 0),
+                            RD_KAFKA_V_TIMESTAMP(rec->timestamp_type ? rec->timestamp : 0),
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || waited >= o->timeout_ms) break;
+    rd_kafka_poll(c->rk, 100);
+    waited += 100;
+  }
+  if (err && hdrs) rd_kafka_headers_destroy(hdrs);
+  return err;
+}
+
+static int in_window(const produce_opts *o, const segment_record *rec) {
+  return rec->offset >= o->from && rec->offset <= o->to &&
+         (!rec->timestamp_type || (rec->timestamp >= o->start_time && rec->timestamp <= o->end_time));
+}
+
+/* r:produce(producer, {topic=, partition=, from_offset=, to_offset=,
+ *   start_time=, end_time=, original_headers=}) -> records sent.
+ * Records go from the segment's blocks straight into librdkafka: no Lua
+ * table per record. A damaged block stops before any of its records. */
+static int reader_produce(lua_State *L) {
+  seg_reader *r = check_reader(L);
+  kafka_client *c = luaL_checkudata(L, 2, KAFKA_PRODUCER_MT);
+  produce_opts o;
+  seg_buf raw = {0};
+  lua_Integer sent = 0;
+  uint32_t i;
+  if (c->rk == NULL) return luaL_error(L, "producer is closed");
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (lua_getfield(L, 3, "topic") != LUA_TSTRING) return luaL_error(L, "produce needs a target 'topic'");
+  o.topic = lua_tostring(L, -1);
+  o.partition = (int32_t)kalua_optfield_int(L, 3, "partition", RD_KAFKA_PARTITION_UA);
+  o.from = kalua_optfield_int(L, 3, "from_offset", INT64_MIN);
+  o.to = kalua_optfield_int(L, 3, "to_offset", INT64_MAX);
+  o.start_time = kalua_optfield_int(L, 3, "start_time", INT64_MIN);
+  o.end_time = kalua_optfield_int(L, 3, "end_time", INT64_MAX);
+  lua_getfield(L, 3, "original_headers");
+  o.original_headers = lua_toboolean(L, -1);
+  o.timeout_ms = c->timeout_ms;
+  for (i = o.from == INT64_MIN ? 0 : block_for_offset(r, o.from); i < r->blocks; i++) {
+    size_t pos = 0;
+    segment_record rec;
+    if (r->index[i].first_offset > o.to) break;
+    if (r->index[i].max_timestamp < o.start_time) continue;
+    if (!load_block(L, r, i, &raw) || !check_block_records(L, r, i, &raw)) {
+      seg_buf_free(&raw);
+      return 3;
+    }
+    while (segment_decode_record(raw.data, raw.len, &pos, &rec)) {
+      rd_kafka_resp_err_t err;
+      if (!in_window(&o, &rec)) continue;
+      err = produce_record(c, &o, &rec);
+      if (err) {
+        seg_buf_free(&raw);
+        lua_pushfstring(L, "%s: %s", o.topic, rd_kafka_err2str(err));
+        return kalua_fail(L, lua_tostring(L, -1), rd_kafka_err2name(err));
+      }
+      sent++;
+    }
+    rd_kafka_poll(c->rk, 0);
+  }
+  seg_buf_free(&raw);
+  lua_pushinteger(L, sent);
+  return 1;
+}
+
 static const luaL_Reg reader_methods[] = {
+  {"produce", reader_produce},
   {"info", reader_info},
   {"index", reader_index},
   {"records", reader_records},
