@@ -27,4 +27,26 @@ static inline lua_Integer kalua_optfield_int(lua_State *L, int idx, const char *
   return v;
 }
 
+/* Registers a userdata type: metatable `name` whose __gc and __close are
+ * `close` (which must be safe to call twice), optional __tostring, and the
+ * methods (plus close) as __index. */
+static inline void kalua_newtype(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
+                                 lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__close");
+  if (tostring) {
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "close");
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
 #endif

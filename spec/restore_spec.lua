@@ -13,20 +13,7 @@ local function produce(brokers, topic, partitions, n)
   assert(p:flush(10000))
 end
 
-local function consumed(brokers, topic, partition)
-  local c <close> = assert(kafka.consumer { bootstrap_servers = brokers })
-  assert(c:assign { { topic = topic, partition = partition, offset = "beginning" } })
-  local out, empty = {}, 0
-  while empty < 3 do
-    local batch = assert(c:poll_batch(1000, 500))
-    if #batch == 0 then empty = empty + 1 end
-    for rec in batch:records() do
-      rec.topic = nil
-      out[#out + 1] = rec
-    end
-  end
-  return out
-end
+local consumed = rig.read_partition
 
 describe("kalua restore", function()
   local brokers, dir, source, target

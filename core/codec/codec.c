@@ -215,22 +215,6 @@ static int codec_zstd_version(lua_State *L) {
   return 1;
 }
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close) {
-  luaL_newmetatable(L, name);
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__close");
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "__name");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "close");
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 static const luaL_Reg compressor_methods[] = {
   {"update", compressor_update},
   {"finish", compressor_finish},
@@ -254,8 +238,8 @@ static const luaL_Reg codec_funcs[] = {
 };
 
 int luaopen_kalua_codec(lua_State *L) {
-  new_type(L, COMPRESSOR_MT, compressor_methods, compressor_close);
-  new_type(L, DECOMPRESSOR_MT, decompressor_methods, decompressor_close);
+  kalua_newtype(L, COMPRESSOR_MT, compressor_methods, compressor_close, NULL);
+  kalua_newtype(L, DECOMPRESSOR_MT, decompressor_methods, decompressor_close, NULL);
   luaL_newlib(L, codec_funcs);
   lua_pushinteger(L, ZSTD_minCLevel());
   lua_setfield(L, -2, "min_level");

@@ -538,20 +538,11 @@ static const luaL_Reg reader_methods[] = {
   {"find_offset", reader_find_offset},
   {"find_time", reader_find_time},
   {"verify", reader_verify},
-  {"close", reader_close},
   {NULL, NULL}
 };
 
 void segment_open_reader(lua_State *L) {
-  luaL_newmetatable(L, SEGMENT_READER_MT);
-  lua_pushcfunction(L, reader_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, reader_close);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, reader_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  kalua_newtype(L, SEGMENT_READER_MT, reader_methods, reader_close, NULL);
   lua_pushcfunction(L, segment_open);
   lua_setfield(L, -2, "open");
 }

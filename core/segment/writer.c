@@ -343,15 +343,7 @@ static const luaL_Reg writer_methods[] = {
 };
 
 void segment_open_writer(lua_State *L) {
-  luaL_newmetatable(L, SEGMENT_WRITER_MT);
-  lua_pushcfunction(L, segment_writer_abort);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, segment_writer_abort);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, writer_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  kalua_newtype(L, SEGMENT_WRITER_MT, writer_methods, segment_writer_abort, NULL);
   lua_pushcfunction(L, segment_writer_new);
   lua_setfield(L, -2, "writer");
 }

@@ -280,36 +280,19 @@ static int reader_close(lua_State *L) {
   return 0;
 }
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
-                     lua_CFunction tostring) {
-  luaL_newmetatable(L, name);
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__close");
-  if (tostring) {
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 static const luaL_Reg store_methods[] = {
   {"put", store_put}, {"get", store_get}, {"stat", store_stat}, {"list", store_list},
   {"delete", store_delete}, {"open_writer", store_open_writer}, {"open_reader", store_open_reader},
-  {"close", store_close}, {NULL, NULL}
+  {NULL, NULL}
 };
 
 static const luaL_Reg writer_methods[] = {
-  {"write", writer_write}, {"commit", writer_commit}, {"abort", writer_abort}, {"close", writer_abort},
+  {"write", writer_write}, {"commit", writer_commit}, {"abort", writer_abort},
   {NULL, NULL}
 };
 
 static const luaL_Reg reader_methods[] = {
-  {"read", reader_read}, {"close", reader_close}, {NULL, NULL}
+  {"read", reader_read}, {NULL, NULL}
 };
 
 static const luaL_Reg storage_funcs[] = {
@@ -318,9 +301,9 @@ static const luaL_Reg storage_funcs[] = {
 };
 
 int luaopen_kalua_storage(lua_State *L) {
-  new_type(L, STORE_MT, store_methods, store_close, store_tostring);
-  new_type(L, WRITER_MT, writer_methods, writer_abort, NULL);
-  new_type(L, READER_MT, reader_methods, reader_close, NULL);
+  kalua_newtype(L, STORE_MT, store_methods, store_close, store_tostring);
+  kalua_newtype(L, WRITER_MT, writer_methods, writer_abort, NULL);
+  kalua_newtype(L, READER_MT, reader_methods, reader_close, NULL);
   luaL_newlib(L, storage_funcs);
   return 1;
 }

@@ -56,6 +56,24 @@ function M.clients()
   }
 end
 
+--- Every record of a partition from the beginning, as plain tables without
+-- topic and partition (the shape segments hold). Stops after 3 empty polls.
+function M.read_partition(brokers, topic, partition)
+  local kafka = require "kalua.kafka"
+  local c <close> = assert(kafka.consumer { bootstrap_servers = brokers })
+  assert(c:assign { { topic = topic, partition = partition, offset = "beginning" } })
+  local out, empty = {}, 0
+  while empty < 3 do
+    local batch = assert(c:poll_batch(1000, 500))
+    if #batch == 0 then empty = empty + 1 end
+    for rec in batch:records() do
+      rec.topic, rec.partition = nil, nil
+      out[#out + 1] = rec
+    end
+  end
+  return out
+end
+
 --- A shallow copy of conf with fields of `extra` set on top.
 function M.with(conf, extra)
   local out = {}
