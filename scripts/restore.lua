@@ -7,6 +7,16 @@
 -- create_topics, include_original_offset_header. Missing topics are created
 -- with the saved partition count and configs; timestamps are kept.
 -- --dry-run (or restore.dry_run: true) prints the plan and writes nothing.
+--
+-- A restore keeps a checkpoint in the backup's storage
+-- (<backup_id>/restores/<restore_id>.json): run the same config again after
+-- an interruption and it carries on, with every record written once.
+-- restore.rate_limit_records_per_sec caps the pace. Three-phase restore:
+-- with restore.reset_consumer_offsets: true (or consumer_groups: [...]) the
+-- groups' committed offsets saved by the backup are translated through the
+-- source -> target offset mapping and applied to the target cluster.
+-- --show-offset-mapping prints that mapping (and the translated group
+-- offsets) for a restore that has run.
 local cli = require "kalua.cli"
 local config = require "kalua.config"
 local restore = require "kalua.restore"
@@ -14,6 +24,7 @@ local restore = require "kalua.restore"
 local flags = {
   { name = "config", short = "c", key = "config", arg = true, help = "YAML config file" },
   { name = "dry-run", short = "n", key = "dry_run", help = "print the plan only" },
+  { name = "show-offset-mapping", key = "show_mapping", help = "print the source -> target offset mapping" },
 }
 
 local opts, err = cli.parse({ ... }, flags)
@@ -23,6 +34,33 @@ local cfg
 cfg, err = config.load(opts.config)
 if not cfg then cli.die("restore", err) end
 if cfg.mode ~= "restore" then cli.die("restore", ("%s: mode is '%s', expected 'restore'"):format(opts.config, tostring(cfg.mode))) end
+
+local function show_mapping()
+  local mapping, ckpt = restore.offset_mapping(cfg)
+  if not mapping then cli.die("restore", ckpt) end
+  local keys = {}
+  for k in pairs(mapping) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local m = mapping[k]
+    for _, run in ipairs(m.runs) do
+      print(("%s %d..%d -> %s/%d %d..%d"):format(k, run[1], run[1] + run[2] - 1, m.target_topic,
+        m.target_partition, run[3], run[3] + run[2] - 1))
+    end
+  end
+  local storage = require "kalua.storage"
+  local offsets = require "kalua.offsets"
+  local store = assert(storage.open(cfg.storage))
+  local snap = offsets.load(store, nil, cfg.backup_id)
+  if snap then
+    local plan, skipped = offsets.translate(snap, mapping, cfg.restore and cfg.restore.consumer_groups)
+    for _, line in ipairs(offsets.plan_lines(plan)) do print("group " .. line) end
+    for _, line in ipairs(skipped) do print("group " .. line) end
+  end
+  os.exit(0)
+end
+
+if opts.show_mapping then show_mapping() end
 
 if opts.dry_run or (cfg.restore and cfg.restore.dry_run) then
   local plan
@@ -42,5 +80,8 @@ local started = os.time()
 local summary
 summary, err = restore.run(cfg)
 if not summary then cli.die("restore", err) end
-print(("restore %s: %d topics (%d created), %d partitions, %d records, %ds"):format(cfg.backup_id,
-  summary.topics, summary.created, summary.partitions, summary.records, os.time() - started))
+print(("restore %s: %d topics (%d created), %d partitions, %d records%s, %d groups, %ds"):format(cfg.backup_id,
+  summary.topics, summary.created, summary.partitions, summary.records,
+  summary.resumed > 0 and (" (resumed: %d found already written)"):format(summary.resumed) or "",
+  summary.groups, os.time() - started))
+for _, line in ipairs(summary.groups_skipped or {}) do io.stderr:write("kalua restore: group ", line, "\n") end

@@ -16,7 +16,7 @@ end
 local consumed = rig.read_partition
 
 describe("kalua restore", function()
-  local brokers, dir, source, target
+  local brokers, dir, source, target, group
 
   local function config(mode, extra)
     local path = dir .. "/" .. mode .. ".yaml"
@@ -42,6 +42,9 @@ storage:
     assert(admin:create_topics { { name = source, partitions = 2, replication_factor = 1,
       config = { ["retention.ms"] = "-1" } } })
     produce(brokers, source, 2, 60)
+    -- A group that had read part of each partition, for the three-phase restore.
+    group = rig.topic("restore-group")
+    assert(admin:alter_group_offsets(group, { { source, 0, 12 }, { source, 1, 20 } }))
     local r = proc.run { proc.kalua(), "backup", "--config", config("backup", "backup:\n  segment_max_records: 7\n") }
     assert(r.code == 0, r.stderr)
   end)
@@ -106,5 +109,84 @@ restore:
       config("restore", "restore:\n  topic_mapping:\n    no-such-topic: x\n") }
     assert.are.equal(1, r.code)
     assert.are.equal("kalua restore: topic_mapping names 'no-such-topic', which is not in backup 'b1'\n", r.stderr)
+  end)
+
+  it("runs once: the same restore again writes nothing more", function()
+    local cfg = config("restore", ("restore:\n  topic_mapping:\n    %s: %s\n"):format(source, target))
+    assert.are.equal(0, proc.run { proc.kalua(), "restore", "--config", cfg }.code)
+    local r = proc.run { proc.kalua(), "restore", "--config", cfg }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find(" 0 records", 1, true), r.stdout)
+    assert.are.equal(30, #consumed(brokers, target, 0))
+  end)
+
+  it("keeps to restore.rate_limit_records_per_sec", function()
+    local segment = require "kalua.segment"
+    local started = segment.clock()
+    local r = proc.run { proc.kalua(), "restore", "--config", config("restore",
+      ("restore:\n  topic_mapping:\n    %s: %s\n  rate_limit_records_per_sec: 40\n"):format(source, target)) }
+    assert.are.equal(0, r.code, r.stderr)
+    -- 60 records at 40/s cannot take less than 1.5 s (the first is free);
+    -- only a lower bound: a busy machine may take longer.
+    assert.is_true(segment.clock() - started >= 59 / 40, "restore was faster than its rate limit")
+    assert.are.equal(30, #consumed(brokers, target, 1))
+  end)
+
+  it("three-phase: a group resumes on the restored topic exactly where it stopped", function()
+    local cfg = config("restore", ([[
+restore:
+  topic_mapping:
+    %s: %s
+  start_offset: 5
+  consumer_groups: ["%s"]
+]]):format(source, target, group))
+    local r = proc.run { proc.kalua(), "restore", "--config", cfg }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("1 groups", 1, true), r.stdout)
+    -- offsets 5..29 of each source partition now sit at 0..24
+    local shown = proc.run { proc.kalua(), "restore", "--config", cfg, "--show-offset-mapping" }
+    assert.are.equal(0, shown.code, shown.stderr)
+    assert.truthy(shown.stdout:find(("%s/0 5..29 -> %s/0 0..24"):format(source, target), 1, true), shown.stdout)
+    assert.truthy(shown.stdout:find(("group %s %s [1]: source 20 -> 15"):format(group, target), 1, true), shown.stdout)
+
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    local committed = {}
+    for _, o in ipairs(assert(admin:list_group_offsets(group))) do
+      if o.topic == target then committed[o.partition] = o.offset end
+    end
+    assert.are.same({ [0] = 7, [1] = 15 }, committed)
+
+    -- A member of the group reads exactly what it had not read in the source.
+    local c <close> = assert(kafka.consumer { bootstrap_servers = brokers, group_id = group,
+      ["auto.offset.reset"] = "latest" })
+    assert(c:subscribe { target })
+    local got, empty = {}, 0
+    while empty < 10 and #got < 28 do
+      local batch = assert(c:poll_batch(100, 500))
+      if #batch == 0 then empty = empty + 1 end
+      for rec in batch:records() do got[#got + 1] = rec.value end
+    end
+    local want = {}
+    for p, from in pairs { [0] = 12, [1] = 20 } do
+      for _, rec in ipairs(consumed(brokers, source, p)) do
+        if rec.offset >= from then want[#want + 1] = rec.value end
+      end
+    end
+    table.sort(got)
+    table.sort(want)
+    assert.are.equal(18 + 10, #want)
+    assert.are.same(want, got)
+  end)
+
+  it("refuses to move a group that has live members on the target", function()
+    local busy = rig.topic("restore-busy")
+    local c <close> = assert(kafka.consumer { bootstrap_servers = brokers, group_id = busy })
+    assert(c:subscribe { source })
+    for _ = 1, 20 do c:poll(200) end
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    local offsets = require "kalua.offsets"
+    local ok, err = offsets.apply(admin, { { group = busy, changes = { { topic = source, partition = 0, to = 1 } } } })
+    assert.is_nil(ok)
+    assert.truthy(err:find("active member", 1, true), err)
   end)
 end)

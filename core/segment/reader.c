@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <zstd.h>
 
@@ -437,7 +438,59 @@ typedef struct {
   int64_t start_time, end_time;   /* ms, inclusive */
   int original_headers;           /* add kalua.original.offset/timestamp */
   int timeout_ms;
+  int64_t skip;                   /* in-window records already delivered by an earlier run */
+  int64_t rate;                   /* records per second, 0 = unlimited */
+  double rate_epoch;              /* when the rate's clock started (seconds) */
+  int64_t rate_base;              /* records already sent on that clock */
 } produce_opts;
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleeps until sending one more record keeps the rate at or under o->rate,
+ * serving delivery reports meanwhile. */
+static void pace(kafka_client *c, const produce_opts *o, int64_t sent) {
+  double due;
+  if (o->rate <= 0) return;
+  due = o->rate_epoch + (double)(o->rate_base + sent) / (double)o->rate;
+  for (;;) {
+    double wait = due - now_seconds();
+    if (wait <= 0) return;
+    rd_kafka_poll(c->rk, wait > 0.1 ? 100 : (int)(wait * 1000) + 1);
+  }
+}
+
+/* Contiguous runs of source offsets sent, for offset translation:
+ * { {source_first, count}, ... } appended to the table at index t. */
+typedef struct {
+  int t; /* stack index of the runs table, 0 = not asked */
+  int64_t first, count;
+} offset_runs;
+
+static void runs_flush(lua_State *L, offset_runs *runs) {
+  if (!runs->t || runs->count == 0) return;
+  lua_createtable(L, 2, 0);
+  lua_pushinteger(L, runs->first);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, runs->count);
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, runs->t, (lua_Integer)lua_rawlen(L, runs->t) + 1);
+  runs->count = 0;
+}
+
+static void runs_add(lua_State *L, offset_runs *runs, int64_t offset) {
+  if (!runs->t) return;
+  if (runs->count && offset == runs->first + runs->count) {
+    runs->count++;
+    return;
+  }
+  runs_flush(L, runs);
+  runs->first = offset;
+  runs->count = 1;
+}
 
 static void add_original_headers(rd_kafka_headers_t *hdrs, const segment_record *rec) {
   char num[32];
@@ -481,15 +534,23 @@ static int in_window(const produce_opts *o, const segment_record *rec) {
 }
 
 /* r:produce(producer, {topic=, partition=, from_offset=, to_offset=,
- *   start_time=, end_time=, original_headers=}) -> records sent.
+ *   start_time=, end_time=, original_headers=, skip=, rate=, rate_epoch=,
+ *   rate_base=, offset_runs=}) -> records sent[, runs, skip left].
  * Records go from the segment's blocks straight into librdkafka: no Lua
- * table per record. A damaged block stops before any of its records. */
+ * table per record. A damaged block stops before any of its records.
+ * skip passes over the first in-window records (a resumed restore whose
+ * earlier run delivered them); rate caps records per second, measured from
+ * rate_epoch (kalua.segment.clock()) with rate_base records already sent,
+ * so one budget spans many calls; offset_runs also returns the source
+ * offsets delivered (skipped ones included) as { {first, count}, ... }
+ * and how much of skip this segment did not use up. */
 static int reader_produce(lua_State *L) {
   seg_reader *r = check_reader(L);
   kafka_client *c = luaL_checkudata(L, 2, KAFKA_PRODUCER_MT);
   produce_opts o;
   seg_buf raw = {0};
   lua_Integer sent = 0;
+  offset_runs runs = {0, 0, 0};
   uint32_t i;
   if (c->rk == NULL) return luaL_error(L, "producer is closed");
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -503,6 +564,15 @@ static int reader_produce(lua_State *L) {
   lua_getfield(L, 3, "original_headers");
   o.original_headers = lua_toboolean(L, -1);
   o.timeout_ms = c->timeout_ms;
+  o.skip = kalua_optfield_int(L, 3, "skip", 0);
+  o.rate = kalua_optfield_int(L, 3, "rate", 0);
+  o.rate_base = kalua_optfield_int(L, 3, "rate_base", 0);
+  lua_getfield(L, 3, "rate_epoch");
+  o.rate_epoch = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : now_seconds();
+  if (lua_getfield(L, 3, "offset_runs") != LUA_TNIL && lua_toboolean(L, -1)) {
+    lua_newtable(L);
+    runs.t = lua_gettop(L);
+  }
   for (i = o.from == INT64_MIN ? 0 : block_for_offset(r, o.from); i < r->blocks; i++) {
     size_t pos = 0;
     segment_record rec;
@@ -515,18 +585,35 @@ static int reader_produce(lua_State *L) {
     while (segment_decode_record(raw.data, raw.len, &pos, &rec)) {
       rd_kafka_resp_err_t err;
       if (!in_window(&o, &rec)) continue;
+      if (o.skip > 0) { /* delivered before, so still part of the offset runs */
+        runs_add(L, &runs, rec.offset);
+        o.skip--;
+        continue;
+      }
+      pace(c, &o, sent);
       err = produce_record(c, &o, &rec);
       if (err) {
         seg_buf_free(&raw);
         lua_pushfstring(L, "%s: %s", o.topic, rd_kafka_err2str(err));
         return kalua_fail(L, lua_tostring(L, -1), rd_kafka_err2name(err));
       }
+      runs_add(L, &runs, rec.offset);
       sent++;
     }
     rd_kafka_poll(c->rk, 0);
   }
   seg_buf_free(&raw);
   lua_pushinteger(L, sent);
+  if (!runs.t) return 1;
+  runs_flush(L, &runs);
+  lua_pushvalue(L, runs.t);
+  lua_pushinteger(L, o.skip);
+  return 3;
+}
+
+/* segment.clock() -> monotonic seconds, the epoch for r:produce's rate. */
+static int segment_clock(lua_State *L) {
+  lua_pushnumber(L, now_seconds());
   return 1;
 }
 
@@ -545,4 +632,6 @@ void segment_open_reader(lua_State *L) {
   kalua_newtype(L, SEGMENT_READER_MT, reader_methods, reader_close, NULL);
   lua_pushcfunction(L, segment_open);
   lua_setfield(L, -2, "open");
+  lua_pushcfunction(L, segment_clock);
+  lua_setfield(L, -2, "clock");
 }

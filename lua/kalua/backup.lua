@@ -11,11 +11,12 @@
 --   checkpoint.json   next offset and segments per partition, rewritten
 --                     atomically after every published segment
 --   manifest.json     topics, partition counts, configs, segments, gaps
---   groups/<time>.json  committed offsets of every consumer group
+--   groups/<time>.json  committed offsets of every consumer group (kalua.offsets shape)
 local kafka = require "kalua.kafka"
 local storage = require "kalua.storage"
 local segment = require "kalua.segment"
 local json = require "kalua.json"
+local offsets = require "kalua.offsets"
 
 local M = {}
 
@@ -145,15 +146,15 @@ local function backup_partition(ctx, topic, partition, from, stop)
   return true
 end
 
+-- Consumer groups' committed offsets, in kalua.offsets' snapshot shape, so
+-- `kalua offsets rollback --backup-id` and the three-phase restore read it.
+-- A cluster that refuses to list groups (ACLs) gets no snapshot, not a
+-- failed backup.
 local function snapshot_groups(ctx)
-  local groups = ctx.admin:list_groups()
-  if not groups then return end
-  local out = {}
-  for _, g in ipairs(groups) do
-    local offsets = ctx.admin:list_group_offsets(g.group_id)
-    if offsets then out[g.group_id] = { state = g.state, offsets = offsets } end
-  end
-  return write_json(ctx.store, ("%s/groups/%d.json"):format(ctx.id, os.time()), out)
+  if ctx.opts.consumer_group_snapshot == false then return true end
+  local snap = offsets.capture(ctx.admin)
+  if not snap then return true end
+  return write_json(ctx.store, ("%s/groups/%d.json"):format(ctx.id, snap.taken), snap)
 end
 
 local function topic_configs(admin, name)

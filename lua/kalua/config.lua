@@ -86,7 +86,7 @@ local RESTORE = section {
   include_original_offset_header = bool(), include_original_timestamp_header = bool(),
   rate_limit_records_per_sec = int(),
   consumer_groups = { kind = "strings" }, consumer_group_strategy = str(),
-  reset_consumer_offsets = bool(),
+  reset_consumer_offsets = bool(), restore_id = str(),
 }
 
 M.schema = section {

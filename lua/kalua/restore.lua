@@ -18,34 +18,14 @@ local storage = require "kalua.storage"
 local segment = require "kalua.segment"
 local json = require "kalua.json"
 local backup = require "kalua.backup"
+local time = require "kalua.time"
+local codec = require "kalua.codec"
+local offsets = require "kalua.offsets"
 
 local M = {}
 
--- Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
--- days_from_civil), so UTC times need no time zone from the machine.
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- Epoch milliseconds from a number (ms) or "YYYY-MM-DDTHH:MM:SS[.mmm]Z".
-function M.parse_time(v)
-  if v == nil then return nil end
-  if math.type(v) == "integer" then return v end
-  local y, mo, d, h, mi, s, ms = tostring(v):match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)%.?(%d*)Z$")
-  if not y then
-    local n = math.tointeger(tonumber(v))
-    if n then return n end
-    return nil, ("bad time '%s': use epoch milliseconds or YYYY-MM-DDTHH:MM:SSZ"):format(tostring(v))
-  end
-  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
-  local frac = ms ~= "" and tonumber((ms .. "00"):sub(1, 3)) or 0
-  return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(s) * 1000 + frac
-end
+M.parse_time = time.parse
 
 local function window(r)
   local w = { from_offset = r.start_offset, to_offset = r.end_offset }
@@ -122,50 +102,190 @@ local function ensure_topic(admin, entry, create)
   return "created"
 end
 
---- Restores what plan(cfg) describes. Returns a summary or nil, message.
+-- --- the restore checkpoint -------------------------------------------------
+-- <backup_id>/restores/<restore_id>.json, rewritten atomically after every
+-- segment once the producer has flushed it:
+--   targets  = { ["topic/partition"] = { base=, next= } }  target offsets:
+--              where this restore started and where its next record lands
+--   done     = { [segment key .. " -> " .. target] = true }
+--   mapping  = { ["source topic/partition"] = { target_topic=, target_partition=,
+--              runs = { {source_first, count, target_first}, ... } } }
+-- A kill between a flush and the checkpoint leaves records in the target
+-- that the checkpoint does not know: the target's high watermark is then
+-- past `next`, and exactly that many records of the next segment are
+-- skipped on resume (the idempotent producer keeps a partition's records in
+-- order, so what landed is a prefix). This assumes nothing else writes to
+-- the target partitions while a restore runs.
+
+--- The id of a restore: restore.restore_id, or one derived from the
+-- target cluster, the mapping and the window, so rerunning the same config
+-- resumes and a different restore starts afresh.
+function M.restore_id(cfg)
+  local r = cfg.restore or {}
+  if r.restore_id then return r.restore_id end
+  local seed = json.encode { servers = cfg.target and cfg.target.bootstrap_servers, topics = r.topic_mapping,
+    partitions = r.partition_mapping, filter = r.topics or cfg.topics, from = r.start_offset, to = r.end_offset,
+    start = r.start_time or r.time_window_start, stop = r.end_time or r.time_window_end }
+  return ("r%08x"):format(codec.crc32c(seed))
+end
+
+local function checkpoint_key(cfg)
+  return ("%s/restores/%s.json"):format(cfg.backup_id, M.restore_id(cfg))
+end
+
+local function read_checkpoint(store, key)
+  local data, err, name = store:get(key)
+  if not data then
+    if name == "NOT_FOUND" then return { targets = {}, done = {}, mapping = {} } end
+    return nil, err
+  end
+  local ckpt, derr = json.decode(data)
+  if type(ckpt) ~= "table" then return nil, ("%s: %s"):format(key, derr or "not a restore checkpoint") end
+  return ckpt
+end
+
+--- The offset mapping a restore recorded (see the checkpoint above), or nil, message.
+function M.offset_mapping(cfg)
+  local store, err = storage.open(cfg.storage)
+  if not store then return nil, err end
+  local key = checkpoint_key(cfg)
+  if not store:stat(key) then return nil, ("no restore '%s' of backup '%s' has run yet"):format(M.restore_id(cfg), cfg.backup_id) end
+  local ckpt
+  ckpt, err = read_checkpoint(store, key)
+  store:close()
+  if not ckpt then return nil, err end
+  return ckpt.mapping, ckpt
+end
+
+-- Where the target partition stands: its record for this restore, and how
+-- many records past it an interrupted run left there.
+local function target_state(ctx, topic, partition)
+  local tkey = topic .. "/" .. partition
+  local t = ctx.ckpt.targets[tkey]
+  local low, high
+  -- A topic created a moment ago has no leader yet; give it ~15 s.
+  for _ = 1, 60 do
+    low, high = ctx.admin:watermarks(topic, partition)
+    if low then break end
+    ctx.producer:poll(250)
+  end
+  if not low then return nil, ("%s [%d]: cannot read the end offset: %s"):format(topic, partition, high) end
+  if not t then
+    t = { base = high, next = high }
+    ctx.ckpt.targets[tkey] = t
+    return t, 0
+  end
+  if high < t.next then
+    return nil, ("%s [%d] ends at %d but this restore already wrote up to %d: was the topic recreated? "
+      .. "delete %s to start over"):format(topic, partition, high, t.next, ctx.ckpt_key)
+  end
+  return t, high - t.next
+end
+
+local function record_runs(ctx, entry, part, t, runs)
+  local skey = entry.source .. "/" .. part.source
+  local m = ctx.ckpt.mapping[skey]
+  if not m then
+    m = { target_topic = entry.target, target_partition = part.target, runs = json.array() }
+    ctx.ckpt.mapping[skey] = m
+  end
+  local at = t.next
+  for _, run in ipairs(runs) do
+    local last = m.runs[#m.runs]
+    if last and last[1] + last[2] == run[1] and last[3] + last[2] == at then
+      last[2] = last[2] + run[2]
+    else
+      m.runs[#m.runs + 1] = { run[1], run[2], at }
+    end
+    at = at + run[2]
+  end
+  return at
+end
+
+local function restore_segment(ctx, entry, part, seg)
+  local done_key = seg.key .. " -> " .. entry.target .. "/" .. part.target
+  if ctx.ckpt.done[done_key] then return true end
+  local t, extra = target_state(ctx, entry.target, part.target)
+  if not t then return nil, extra end
+  local reader, err = segment.open(ctx.store, seg.key)
+  if not reader then return nil, err end
+  local w = ctx.plan.window
+  local sent, runs, skip_left = reader:produce(ctx.producer, {
+    topic = entry.target, partition = part.target,
+    from_offset = w.from_offset, to_offset = w.to_offset, start_time = w.start_time, end_time = w.end_time,
+    original_headers = ctx.r.include_original_offset_header, skip = extra, offset_runs = true,
+    rate = ctx.r.rate_limit_records_per_sec, rate_epoch = ctx.clock, rate_base = ctx.summary.records,
+  })
+  reader:close()
+  if not sent then return nil, runs end
+  if skip_left > 0 then
+    return nil, ("%s [%d] holds %d more records than this restore sent: was it written to meanwhile?"):format(
+      entry.target, part.target, skip_left)
+  end
+  local ok, ferr = ctx.producer:flush(ctx.flush_ms)
+  if not ok then return nil, ferr end
+  t.next = record_runs(ctx, entry, part, t, runs)
+  ctx.ckpt.done[done_key] = true
+  ctx.summary.records = ctx.summary.records + sent
+  ctx.summary.resumed = ctx.summary.resumed + extra
+  return ctx.store:put(ctx.ckpt_key, json.encode(ctx.ckpt, { indent = " " }) .. "\n")
+end
+
+-- Phase two and three: each group's committed offsets from the backup's
+-- snapshot, through the mapping, onto the target cluster.
+local function restore_groups(ctx, cfg)
+  local snap, err = offsets.load(ctx.store, nil, cfg.backup_id)
+  if not snap then return nil, err end
+  local plan, skipped = offsets.translate(snap, ctx.ckpt.mapping, ctx.r.consumer_groups)
+  local ok
+  ok, err = offsets.apply(ctx.admin, plan)
+  if not ok then return nil, err end
+  ctx.summary.groups = #plan
+  ctx.summary.groups_skipped = skipped
+  return true
+end
+
+--- Restores what plan(cfg) describes, resuming an interrupted run of the
+-- same restore. With restore.reset_consumer_offsets (or consumer_groups)
+-- the backup's consumer-group offsets are translated through the offset
+-- mapping and applied to the target. Returns a summary or nil, message.
 function M.run(cfg)
   local r = cfg.restore or {}
   local plan, err = M.plan(cfg)
   if not plan then return nil, err end
-  local admin
-  admin, err = kafka.admin(cfg.target)
-  if not admin then return nil, err end
-  local producer
-  producer, err = kafka.producer {
+  local ctx = { r = r, plan = plan, store = plan.store, ckpt_key = checkpoint_key(cfg), clock = segment.clock(),
+    flush_ms = 120000, summary = { topics = 0, created = 0, partitions = 0, records = 0, resumed = 0, groups = 0 } }
+  ctx.ckpt, err = read_checkpoint(ctx.store, ctx.ckpt_key)
+  if not ctx.ckpt then return nil, err end
+  ctx.admin, err = kafka.admin(cfg.target)
+  if not ctx.admin then return nil, err end
+  ctx.producer, err = kafka.producer {
     bootstrap_servers = cfg.target.bootstrap_servers, security = cfg.target.security,
     properties = cfg.target.properties, idempotence = true, acks = "all",
   }
-  if not producer then return nil, err end
-  local summary = { topics = 0, created = 0, partitions = 0, records = 0 }
+  if not ctx.producer then return nil, err end
   for _, entry in ipairs(plan.topics) do
-    local how, terr = ensure_topic(admin, entry, r.create_topics)
+    local how, terr = ensure_topic(ctx.admin, entry, r.create_topics)
     if not how then return nil, terr end
-    if how == "created" then summary.created = summary.created + 1 end
-    summary.topics = summary.topics + 1
+    if how == "created" then ctx.summary.created = ctx.summary.created + 1 end
+    ctx.summary.topics = ctx.summary.topics + 1
     for _, part in ipairs(entry.partitions) do
       for _, seg in ipairs(part.segments) do
-        local reader, rerr = segment.open(plan.store, seg.key)
-        if not reader then return nil, rerr end
-        local sent, perr = reader:produce(producer, {
-          topic = entry.target, partition = part.target,
-          from_offset = plan.window.from_offset, to_offset = plan.window.to_offset,
-          start_time = plan.window.start_time, end_time = plan.window.end_time,
-          original_headers = r.include_original_offset_header,
-        })
-        reader:close()
-        if not sent then return nil, perr end
-        summary.records = summary.records + sent
+        local ok, serr = restore_segment(ctx, entry, part, seg)
+        if not ok then return nil, serr end
       end
-      summary.partitions = summary.partitions + 1
+      ctx.summary.partitions = ctx.summary.partitions + 1
     end
   end
-  local ok
-  ok, err = producer:flush(60000)
-  if not ok then return nil, err end
-  producer:close()
-  admin:close()
-  plan.store:close()
-  return summary
+  if r.reset_consumer_offsets or (r.consumer_groups and #r.consumer_groups > 0) then
+    local ok, gerr = restore_groups(ctx, cfg)
+    if not ok then return nil, gerr end
+  end
+  ctx.producer:close()
+  ctx.admin:close()
+  ctx.store:close()
+  ctx.summary.restore_id = M.restore_id(cfg)
+  return ctx.summary
 end
 
 return M
