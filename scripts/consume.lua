@@ -74,7 +74,11 @@ local function show(r)
 end
 
 local extra = { partition_eof = true }
-if opts.group then extra.group_id = opts.group end
+if opts.group then
+  extra.group_id = opts.group
+  -- A group with no committed offset starts where -o says (beginning or end).
+  extra["auto.offset.reset"] = opts.offset == "end" and "latest" or "earliest"
+end
 local consumer, msg = cli.connect("consumer", opts, extra)
 if not consumer then cli.die("consume", msg) end
 
