@@ -246,6 +246,78 @@ describe("kalua.kafka", function()
     end)
   end)
 
+  describe("transactions", function()
+    local function txn_producer(extra)
+      return assert(kafka.producer(client(rig.with({ ["transactional.id"] = rig.topic("txn") }, extra or {}))))
+    end
+
+    local function values(records)
+      local out = {}
+      for i, r in ipairs(records) do out[i] = r.value end
+      return out
+    end
+
+    it("commit makes records visible to a read_committed consumer", function()
+      local topic = new_topic(admin)
+      local p <close> = txn_producer()
+      assert(p:init_transactions(30000))
+      assert(p:begin_transaction())
+      for i = 1, 3 do assert(p:produce { topic = topic, partition = 0, value = "committed " .. i }) end
+      assert(p:commit_transaction(30000))
+      local c <close> = assert(kafka.consumer(client { isolation_level = "read_committed" }))
+      assert(c:assign { { topic = topic, partition = 0, offset = "beginning" } })
+      assert.are.same({ "committed 1", "committed 2", "committed 3" }, values(read_n(c, 3)))
+    end)
+
+    it("abort hides them, even once they are in the log", function()
+      local topic = new_topic(admin)
+      local p <close> = txn_producer()
+      assert(p:init_transactions(30000))
+      assert(p:begin_transaction())
+      for i = 1, 3 do assert(p:produce { topic = topic, partition = 0, value = "aborted " .. i }) end
+      assert(p:flush(10000)) -- written to the log, not yet committed
+      assert(p:abort_transaction(30000))
+      assert(p:flush(10000)) -- the aborted records are not reported as failed deliveries
+      assert(p:begin_transaction())
+      assert(p:produce { topic = topic, partition = 0, value = "after" })
+      assert(p:commit_transaction(30000))
+
+      local committed <close> = assert(kafka.consumer(client())) -- read_committed by default
+      assert(committed:assign { { topic = topic, partition = 0, offset = "beginning" } })
+      local got = read_n(committed, 1)
+      assert.are.same({ "after" }, values(got))
+      assert.are.equal(0, #assert(committed:poll_batch(10, 500)))
+
+      local uncommitted <close> = assert(kafka.consumer(client { isolation_level = "read_uncommitted" }))
+      assert(uncommitted:assign { { topic = topic, partition = 0, offset = "beginning" } })
+      assert.are.same({ "aborted 1", "aborted 2", "aborted 3", "after" }, values(read_n(uncommitted, 4)))
+    end)
+
+    it("report a failed call with what to do next", function()
+      local p <close> = assert(kafka.producer { bootstrap_servers = "127.0.0.1:1", ["transactional.id"] = rig.topic("txn") })
+      local ok, msg, name, what = p:init_transactions(1000)
+      assert.is_nil(ok)
+      assert.are.equal("_TIMED_OUT", name, msg)
+      assert.truthy(msg:find("^init_transactions: .*%(retriable: call again%)$"), msg)
+      assert.are.same({ retriable = true, txn_requires_abort = false, fatal = false }, what)
+    end)
+
+    it("raise when used out of order or without a transactional.id", function()
+      local p <close> = txn_producer()
+      assert.has_error(function() p:begin_transaction() end,
+        "begin_transaction: Operation not valid in state Init (the order is init_transactions once, "
+          .. "then begin_transaction and commit_transaction or abort_transaction)")
+      assert(p:init_transactions(30000))
+      assert.has_error(function() p:commit_transaction() end)
+      assert.has_error(function() p:init_transactions() end)
+      local plain <close> = assert(kafka.producer(client()))
+      local ok, err = pcall(plain.init_transactions, plain)
+      assert.is_false(ok)
+      assert.truthy(err:find('set ["transactional.id"]', 1, true), err)
+      assert.has_error(function() plain:begin_transaction() end)
+    end)
+  end)
+
   describe("misuse", function()
     it("raises on wrong argument types", function()
       local p <close> = assert(kafka.producer(client()))

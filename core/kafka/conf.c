@@ -22,6 +22,7 @@ static const struct friendly_key friendly_keys[] = {
   {"idempotence", "enable.idempotence"},
   {"compression", "compression.type"},
   {"acks", "acks"},
+  {"transactional_id", "transactional.id"},
   {"isolation_level", "isolation.level"},
   {"auto_commit", "enable.auto.commit"},
   {"partition_eof", "enable.partition.eof"},

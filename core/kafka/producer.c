@@ -1,4 +1,7 @@
-/* kalua.kafka.Producer: produce, produce_batch, poll, deliveries, flush. */
+/* kalua.kafka.Producer: produce, produce_batch, poll, deliveries, flush,
+ * and transactions (init_transactions, begin_transaction,
+ * commit_transaction, abort_transaction) for a producer configured with a
+ * ["transactional.id"] property (it implies idempotence). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,6 +225,91 @@ static int producer_flush(lua_State *L) {
   return 1;
 }
 
+/* Transactions. A failed transactional call returns nil, message, name and
+ * a table {retriable=, txn_requires_abort=, fatal=} saying what to do next:
+ * call again, abort_transaction(), or close the producer. Calling them in
+ * the wrong order (begin before init, commit with none begun) or on a
+ * producer without a transactional.id raises. */
+static void describe_txn_error(char *buf, size_t size, const char *what, rd_kafka_error_t *error) {
+  const char *advice = rd_kafka_error_is_fatal(error)              ? " (fatal: close the producer)"
+                       : rd_kafka_error_txn_requires_abort(error) ? " (abort the transaction)"
+                       : rd_kafka_error_is_retriable(error)        ? " (retriable: call again)"
+                                                                   : "";
+  snprintf(buf, size, "%s: %s%s", what, rd_kafka_error_string(error), advice);
+}
+
+static int is_txn_misuse(rd_kafka_error_t *error) {
+  rd_kafka_resp_err_t err = rd_kafka_error_code(error);
+  return err == RD_KAFKA_RESP_ERR__STATE || err == RD_KAFKA_RESP_ERR__NOT_CONFIGURED;
+}
+
+/* Returns true, or the failure (destroying error); raises on misuse. */
+static int txn_result(lua_State *L, kafka_client *c, const char *what, rd_kafka_error_t *error) {
+  char msg[1024];
+  int retriable, requires_abort, fatal;
+  if (error == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  describe_txn_error(msg, sizeof msg, what, error);
+  if (is_txn_misuse(error)) {
+    int unconfigured = rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__NOT_CONFIGURED;
+    rd_kafka_error_destroy(error);
+    return luaL_error(L, "%s%s", msg,
+                      unconfigured ? " (set [\"transactional.id\"] in the producer's config)"
+                                   : " (the order is init_transactions once, then begin_transaction and commit_transaction or abort_transaction)");
+  }
+  retriable = rd_kafka_error_is_retriable(error);
+  requires_abort = rd_kafka_error_txn_requires_abort(error);
+  fatal = rd_kafka_error_is_fatal(error);
+  kafka_fail_msg(L, c, msg, rd_kafka_error_name(error));
+  rd_kafka_error_destroy(error);
+  lua_createtable(L, 0, 3);
+  lua_pushboolean(L, retriable);
+  lua_setfield(L, -2, "retriable");
+  lua_pushboolean(L, requires_abort);
+  lua_setfield(L, -2, "txn_requires_abort");
+  lua_pushboolean(L, fatal);
+  lua_setfield(L, -2, "fatal");
+  return 4;
+}
+
+/* p:init_transactions([timeout_ms]) once, before the first transaction. */
+static int producer_init_transactions(lua_State *L) {
+  kafka_client *c = check_open(L);
+  int timeout = kafka_opt_timeout(L, 2, c);
+  return txn_result(L, c, "init_transactions", rd_kafka_init_transactions(c->rk, timeout));
+}
+
+/* p:begin_transaction(): what is produced next belongs to it. */
+static int producer_begin_transaction(lua_State *L) {
+  kafka_client *c = check_open(L);
+  return txn_result(L, c, "begin_transaction", rd_kafka_begin_transaction(c->rk));
+}
+
+/* p:commit_transaction([timeout_ms]) flushes, then commits. */
+static int producer_commit_transaction(lua_State *L) {
+  kafka_client *c = check_open(L);
+  int timeout = kafka_opt_timeout(L, 2, c);
+  return txn_result(L, c, "commit_transaction", rd_kafka_commit_transaction(c->rk, timeout));
+}
+
+/* p:abort_transaction([timeout_ms]) drops what the transaction produced.
+ * Its undelivered records fail with _PURGE_*: that is what was asked for,
+ * so the next flush does not report them. */
+static int producer_abort_transaction(lua_State *L) {
+  kafka_client *c = check_open(L);
+  int timeout = kafka_opt_timeout(L, 2, c);
+  rd_kafka_error_t *error = rd_kafka_abort_transaction(c->rk, timeout);
+  if (error == NULL) {
+    rd_kafka_poll(c->rk, 0); /* serve the purged records' reports */
+    pthread_mutex_lock(&c->lock);
+    c->dr_first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    pthread_mutex_unlock(&c->lock);
+  }
+  return txn_result(L, c, "abort_transaction", error);
+}
+
 /* Closing discards what was not delivered: call flush first to wait. */
 static int producer_close(lua_State *L) {
   kafka_client *c = luaL_checkudata(L, 1, KAFKA_PRODUCER_MT);
@@ -250,6 +338,10 @@ static const luaL_Reg producer_methods[] = {
   {"poll", producer_poll},
   {"deliveries", producer_deliveries},
   {"flush", producer_flush},
+  {"init_transactions", producer_init_transactions},
+  {"begin_transaction", producer_begin_transaction},
+  {"commit_transaction", producer_commit_transaction},
+  {"abort_transaction", producer_abort_transaction},
   {"close", producer_close},
   {NULL, NULL}
 };

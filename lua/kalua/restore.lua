@@ -259,9 +259,14 @@ function M.run(cfg)
   if not ctx.ckpt then return nil, err end
   ctx.admin, err = kafka.admin(cfg.target)
   if not ctx.admin then return nil, err end
+  -- librdkafka refuses records over 1 MB by default, yet a topic (or a
+  -- broker) may allow larger ones, and the backup holds whatever the source
+  -- took: let the target broker be the judge of size.
+  local properties = { ["message.max.bytes"] = "100000000" }
+  for k, v in pairs(cfg.target.properties or {}) do properties[k] = v end
   ctx.producer, err = kafka.producer {
     bootstrap_servers = cfg.target.bootstrap_servers, security = cfg.target.security,
-    properties = cfg.target.properties, idempotence = true, acks = "all",
+    properties = properties, idempotence = true, acks = "all",
   }
   if not ctx.producer then return nil, err end
   for _, entry in ipairs(plan.topics) do
