@@ -1,11 +1,17 @@
---- Back up Kafka topics into segments (snapshot to the high watermarks).
--- Usage: kalua backup --config backup.yaml
+--- Back up Kafka topics into segments (snapshot to the high watermarks, or continuous).
+-- Usage: kalua backup --config backup.yaml [--quiet]
 --
 -- Reads OSO Kafka Backup's keys (mode: backup, backup_id, source, topics,
 -- storage, backup). Each partition is read from where the last published
 -- segment ended up to the high watermark taken at start, so running the
--- same backup_id again resumes and adds only new records. Filesystem
--- storage for now (storage.backend: filesystem, storage.path).
+-- same backup_id again resumes and adds only new records. Up to
+-- backup.max_concurrent_partitions (default 4) partitions are read at once;
+-- a segment is closed at segment_max_records or segment_max_bytes.
+-- backup.continuous: true keeps going, a round at least every
+-- segment_max_interval_ms (default 60000), until stopped: any stop, even
+-- kill -9, is safe, and the next run resumes. Filesystem storage for now
+-- (storage.backend: filesystem, storage.path).
+-- On a terminal a progress line shows partitions done, records, bytes and rate.
 -- Exits 0 when every selected partition is backed up, 1 otherwise.
 local cli = require "kalua.cli"
 local config = require "kalua.config"
@@ -25,9 +31,28 @@ cfg, err = config.load(opts.config)
 if not cfg then cli.die("backup", err) end
 if cfg.mode ~= "backup" then cli.die("backup", ("%s: mode is '%s', expected 'backup'"):format(opts.config, tostring(cfg.mode))) end
 
+-- A progress line, redrawn at most 4 times a second, only for a person.
+local function progress_line()
+  local ok, host = pcall(require, "kalua.host")
+  if opts.quiet or not ok or not host.isatty(2) then return nil end
+  local clock = require "kalua.clock"
+  local began, last = clock.now(), 0
+  return function(s)
+    local now = clock.now()
+    if now - last < 0.25 then return end
+    last = now
+    local elapsed = math.max(now - began, 0.001)
+    io.stderr:write(("\r\27[Kbackup %s: %d/%d partitions, %d records, %.1f MiB, %.0f records/s"):format(
+      cfg.backup_id, s.partitions_done, s.partitions, s.records, s.bytes / 1048576, s.records / elapsed))
+    io.stderr:flush()
+  end
+end
+
 local started = os.time()
+local progress = progress_line()
 local summary
-summary, err = backup.run(cfg)
+summary, err = backup.run(cfg, { progress = progress })
+if progress then io.stderr:write("\r\27[K") end
 if not summary then cli.die("backup", err) end
 if not opts.quiet then
   print(("backup %s: %d topics, %d partitions, %d new records in %d segments (%d bytes), %d gaps, %ds"):format(

@@ -124,4 +124,68 @@ backup:
     assert.are.equal(1, r.code)
     assert.truthy(r.stderr:match("^kalua backup: [^\n]+\n$"), r.stderr)
   end)
+
+  it("reads partitions concurrently and closes segments by size", function()
+    produce(brokers, topic, 3, 300, 0)
+    for _, concurrency in ipairs { 1, 2, 8 } do
+      local cfg = assert(require("kalua.config").load(cfg_path))
+      cfg.backup_id = "c" .. concurrency
+      cfg.backup.segment_max_records = nil
+      cfg.backup.segment_max_bytes = 1500
+      cfg.backup.max_concurrent_partitions = concurrency
+      cfg.backup.batch_size = 10
+      local summary = assert(backup.run(cfg))
+      assert.are.equal(300, summary.records)
+      local store <close> = assert(storage.open(dir .. "/store"))
+      for p = 0, 2 do
+        assert.are.same(consumed(brokers, topic, p), stored(store, cfg.backup_id, topic, p))
+      end
+      -- each segment is closed at the first batch (10 records) past 1500 bytes
+      local manifest = assert(json.decode(assert(store:get(cfg.backup_id .. "/manifest.json"))))
+      local segments = manifest.topics[topic].partitions["0"].segments
+      assert.is_true(#segments >= 4, #segments)
+      for i = 1, #segments - 1 do assert.is_true(segments[i].records <= 100, segments[i].records) end
+    end
+  end)
+
+  it("continuous mode keeps backing up new records until it is killed", function()
+    proc.write_file(cfg_path, proc.read_file(cfg_path) .. "  continuous: true\n  segment_max_interval_ms: 300\n")
+    produce(brokers, topic, 3, 30, 0)
+    local clock = require "kalua.clock"
+    local pid_file = dir .. "/pid"
+    os.execute(("%s backup --config %s >%s/out 2>&1 & echo $! > %s"):format(proc.kalua(), cfg_path, dir, pid_file))
+    local store <close> = assert(storage.open(dir .. "/store"))
+    -- Waits (at most 30 s) until the manifest holds n records.
+    local function wait_for(n)
+      local deadline, have = clock.now() + 30, 0
+      while clock.now() < deadline do
+        local data = store:get("nightly/manifest.json")
+        local manifest = data and json.decode(data)
+        have = 0
+        for _, p in pairs(manifest and manifest.topics[topic].partitions or {}) do
+          for _, seg in ipairs(p.segments) do have = have + seg.records end
+        end
+        if have >= n then return have end
+        clock.sleep(0.1)
+      end
+      return have
+    end
+    assert.are.equal(30, wait_for(30))
+    produce(brokers, topic, 3, 45, 30)
+    assert.are.equal(75, wait_for(75))
+    os.execute(("kill -9 $(cat %s)"):format(pid_file))
+    for p = 0, 2 do assert.are.same(consumed(brokers, topic, p), stored(store, "nightly", topic, p)) end
+    local manifest = assert(json.decode(assert(store:get("nightly/manifest.json"))))
+    assert.are.equal("continuous", manifest.mode)
+  end)
+
+  it("draws a progress line on a terminal and none into a pipe", function()
+    produce(brokers, topic, 3, 60, 0)
+    -- script(1) gives the command a pseudo-terminal
+    local r = proc.run { "script", "-qec", proc.kalua() .. " backup --config " .. proc.quote(cfg_path), "/dev/null" }
+    assert.are.equal(0, r.code, r.stdout)
+    assert.truthy(r.stdout:find("\r\27%[Kbackup nightly: %d/3 partitions, %d+ records"), r.stdout)
+    local piped = proc.run { proc.kalua(), "backup", "--config", cfg_path }
+    assert.are.equal("", piped.stderr)
+  end)
 end)

@@ -5,6 +5,7 @@
 local kafka = require "kalua.kafka"
 local storage = require "kalua.storage"
 local segment = require "kalua.segment"
+local clock = require "kalua.clock"
 local json = require "kalua.json"
 local proc = require "proc"
 local rig = require "rig"
@@ -27,10 +28,10 @@ end
 
 -- Runs argv to completion, returning its duration in seconds.
 local function timed(argv)
-  local started = segment.clock()
+  local started = clock.now()
   local r = proc.run(argv)
   assert(r.code == 0, r.stderr)
-  return segment.clock() - started, r
+  return clock.now() - started, r
 end
 
 -- Values of one partition, in order, from the broker.

@@ -121,14 +121,14 @@ restore:
   end)
 
   it("keeps to restore.rate_limit_records_per_sec", function()
-    local segment = require "kalua.segment"
-    local started = segment.clock()
+    local clock = require "kalua.clock"
+    local started = clock.now()
     local r = proc.run { proc.kalua(), "restore", "--config", config("restore",
       ("restore:\n  topic_mapping:\n    %s: %s\n  rate_limit_records_per_sec: 40\n"):format(source, target)) }
     assert.are.equal(0, r.code, r.stderr)
     -- 60 records at 40/s cannot take less than 1.5 s (the first is free);
     -- only a lower bound: a busy machine may take longer.
-    assert.is_true(segment.clock() - started >= 59 / 40, "restore was faster than its rate limit")
+    assert.is_true(clock.now() - started >= 59 / 40, "restore was faster than its rate limit")
     assert.are.equal(30, #consumed(brokers, target, 1))
   end)
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
@@ -93,7 +94,15 @@ static int host_commands(lua_State *L) {
   return 1;
 }
 
+/* host.isatty(fd) -> whether fd (0, 1, 2) is a terminal: progress lines and
+ * colour only go to people, never into pipes and logs. */
+static int host_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg host_funcs[] = {
+  {"isatty", host_isatty},
   {"commands", host_commands},
   {"versions", host_versions},
   {"command_path", host_command},

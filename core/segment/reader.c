@@ -540,7 +540,7 @@ static int in_window(const produce_opts *o, const segment_record *rec) {
  * table per record. A damaged block stops before any of its records.
  * skip passes over the first in-window records (a resumed restore whose
  * earlier run delivered them); rate caps records per second, measured from
- * rate_epoch (kalua.segment.clock()) with rate_base records already sent,
+ * rate_epoch (kalua.clock.now(): the same CLOCK_MONOTONIC) with rate_base records already sent,
  * so one budget spans many calls; offset_runs also returns the source
  * offsets delivered (skipped ones included) as { {first, count}, ... }
  * and how much of skip this segment did not use up. */
@@ -611,11 +611,6 @@ static int reader_produce(lua_State *L) {
   return 3;
 }
 
-/* segment.clock() -> monotonic seconds, the epoch for r:produce's rate. */
-static int segment_clock(lua_State *L) {
-  lua_pushnumber(L, now_seconds());
-  return 1;
-}
 
 static const luaL_Reg reader_methods[] = {
   {"produce", reader_produce},
@@ -632,6 +627,4 @@ void segment_open_reader(lua_State *L) {
   kalua_newtype(L, SEGMENT_READER_MT, reader_methods, reader_close, NULL);
   lua_pushcfunction(L, segment_open);
   lua_setfield(L, -2, "open");
-  lua_pushcfunction(L, segment_clock);
-  lua_setfield(L, -2, "clock");
 }

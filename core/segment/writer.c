@@ -328,6 +328,15 @@ static int segment_writer_finish(lua_State *L) {
   return 1;
 }
 
+/* w:size() -> records so far, and bytes so far (written blocks plus the
+ * open block's raw bytes): what segment_max_bytes is held against. */
+static int segment_writer_size(lua_State *L) {
+  seg_writer *w = check_open(L);
+  lua_pushinteger(L, w->records);
+  lua_pushinteger(L, w->position + (lua_Integer)w->block.len);
+  return 2;
+}
+
 static int segment_writer_abort(lua_State *L) {
   seg_writer *w = luaL_checkudata(L, 1, SEGMENT_WRITER_MT);
   abort_writer(w);
@@ -338,6 +347,7 @@ static const luaL_Reg writer_methods[] = {
   {"add", segment_writer_add},
   {"add_batch", segment_writer_add_batch},
   {"finish", segment_writer_finish},
+  {"size", segment_writer_size},
   {"abort", segment_writer_abort},
   {NULL, NULL}
 };

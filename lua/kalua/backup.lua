@@ -15,6 +15,7 @@
 local kafka = require "kalua.kafka"
 local storage = require "kalua.storage"
 local segment = require "kalua.segment"
+local clock = require "kalua.clock"
 local json = require "kalua.json"
 local offsets = require "kalua.offsets"
 
@@ -25,9 +26,12 @@ local DEFAULTS = {
   compression_level = 3,
   segment_max_records = 1000000,
   segment_max_bytes = 256 * 1024 * 1024,
+  segment_max_interval_ms = 60000, -- continuous mode: a round at least this often
+  max_concurrent_partitions = 4,
   batch_size = 10000,
-  poll_timeout_ms = 1000,
-  idle_polls = 30, -- consecutive empty polls before a partition is declared stuck
+  poll_timeout_ms = 50,            -- how long one partition may wait when all are idle
+  idle_timeout_ms = 30000,         -- no records this long before the snapshot's end: stuck
+  checkpoint_interval_secs = 300,  -- continuous mode: consumer-group snapshots
 }
 
 --- True when name matches the shell-style glob (* and ?).
@@ -86,13 +90,15 @@ local function partition_key(topic, partition)
 end
 
 -- Reads one partition from `from` up to (not including) `stop`, publishing
--- segments as they fill and the checkpoint after each one.
+-- segments as they fill and the checkpoint after each one. Runs as a
+-- coroutine: it yields after every poll (true when it got records) so
+-- partitions take turns; their consumers fetch in the background meanwhile.
 local function backup_partition(ctx, topic, partition, from, stop)
   local state = ctx.checkpoint.partitions[partition_key(topic, partition)]
   local consumer <close> = assert(kafka.consumer(ctx.client))
   local ok, err = consumer:assign { { topic = topic, partition = partition, offset = from } }
   if not ok then return nil, err end
-  local writer, written, idle = nil, nil, 0
+  local opts, writer, written = ctx.opts, nil, nil
   local function publish()
     local stats, perr = writer:finish()
     writer = nil
@@ -104,46 +110,83 @@ local function backup_partition(ctx, topic, partition, from, stop)
     ctx.summary.segments = ctx.summary.segments + 1
     ctx.summary.records = ctx.summary.records + stats.records
     ctx.summary.bytes = ctx.summary.bytes + stats.bytes
+    ctx.report()
     return write_json(ctx.store, ctx.id .. "/checkpoint.json", ctx.checkpoint)
   end
-  while true do
-    local position = consumer:position { { topic, partition } }[1].offset
-    if position >= stop then break end
+  local idle_since = clock.now()
+  while consumer:position { { topic, partition } }[1].offset < stop do
+    local records = writer and writer:size() or 0
     -- Never take more than the open segment has room for.
-    local room = ctx.opts.segment_max_records - (ctx.writer_records or 0)
-    local batch, perr = consumer:poll_batch(math.min(ctx.opts.batch_size, room), ctx.opts.poll_timeout_ms)
+    -- Closed at the end of each turn: librdkafka's messages are big and
+    -- invisible to Lua's collector, which would let them pile up.
+    local batch <close>, perr = consumer:poll_batch(math.min(opts.batch_size, opts.segment_max_records - records),
+      ctx.poll_ms)
     if not batch then return nil, perr end
     if #batch == 0 then
-      idle = idle + 1
-      if idle >= ctx.opts.idle_polls then
-        return nil, ("%s [%d]: no records for %d polls before offset %d"):format(topic, partition, idle, stop)
+      if clock.now() - idle_since > opts.idle_timeout_ms / 1000 then
+        return nil, ("%s [%d]: no records for %d ms before offset %d"):format(topic, partition, opts.idle_timeout_ms, stop)
       end
+      coroutine.yield(false)
     else
-      idle = 0
+      idle_since = clock.now()
       if batch:first_offset() >= stop then break end
       if not writer then
         written = segment_key(ctx.id, topic, partition, batch:first_offset())
         local sink, serr = ctx.store:open_writer(written)
         if not sink then return nil, serr end
-        writer = assert(segment.writer(sink, { codec = ctx.opts.compression, level = ctx.opts.compression_level }))
+        writer = assert(segment.writer(sink, { codec = opts.compression, level = opts.compression_level }))
       end
       local added, aerr = writer:add_batch(batch, stop)
       if not added then return nil, aerr end
-      ctx.writer_records = (ctx.writer_records or 0) + added
-      if ctx.writer_records >= ctx.opts.segment_max_records then
-        ctx.writer_records = 0
+      local count, bytes = writer:size()
+      if count >= opts.segment_max_records or bytes >= opts.segment_max_bytes then
         ok, err = publish()
         if not ok then return nil, err end
       end
       if batch:last_offset() >= stop - 1 then break end
+      coroutine.yield(true)
     end
   end
-  ctx.writer_records = 0
   if writer then
     ok, err = publish()
     if not ok then return nil, err end
   end
   return true
+end
+
+-- Runs jobs ({topic, partition, from, stop}) as coroutines, at most
+-- max_concurrent_partitions at a time. Stops at the first failure.
+local function run_jobs(ctx, jobs)
+  local running, next_job = {}, 1
+  local function fail(err)
+    for _, r in ipairs(running) do coroutine.close(r.co) end
+    return nil, err
+  end
+  while true do
+    while #running < ctx.opts.max_concurrent_partitions and next_job <= #jobs do
+      local job = jobs[next_job]
+      next_job = next_job + 1
+      local co = coroutine.create(backup_partition)
+      running[#running + 1] = { co = co, args = { ctx, job.topic, job.partition, job.from, job.stop } }
+    end
+    if #running == 0 then return true end
+    local busy = false
+    for i = #running, 1, -1 do
+      local r = running[i]
+      local ok, res, err = coroutine.resume(r.co, table.unpack(r.args))
+      if not ok then return fail(debug.traceback(r.co, res)) end
+      if coroutine.status(r.co) == "dead" then
+        if not res then return fail(err) end
+        table.remove(running, i)
+        ctx.summary.partitions_done = ctx.summary.partitions_done + 1
+        ctx.report()
+      elseif res then
+        busy = true
+      end
+    end
+    -- Wait in poll only when nobody had records: otherwise keep them moving.
+    ctx.poll_ms = (busy or #running == 0) and 0 or math.max(1, ctx.opts.poll_timeout_ms // #running)
+  end
 end
 
 -- Consumer groups' committed offsets, in kalua.offsets' snapshot shape, so
@@ -166,61 +209,132 @@ local function topic_configs(admin, name)
   return out
 end
 
---- Runs a snapshot backup. Returns a summary table or nil, message.
-function M.run(cfg)
+local function options(cfg)
   local opts = {}
   for k, v in pairs(DEFAULTS) do opts[k] = v end
   for k, v in pairs(cfg.backup or {}) do opts[k] = v end
   if opts.compression ~= "zstd" then opts.compression = "none" end
-  local store, err = storage.open(cfg.storage)
-  if not store then return nil, err end
-  local admin
-  admin, err = kafka.admin(cfg.source)
-  if not admin then return nil, err end
-  local topics
-  topics, err = admin:list_topics { watermarks = true }
+  if opts.max_concurrent_partitions < 1 then opts.max_concurrent_partitions = 1 end
+  return opts
+end
+
+-- Plans one round: the jobs that take each selected partition from where
+-- the checkpoint left it to the high watermark now, and the manifest's
+-- topic entries. Records retention deleted before we read them as gaps.
+local function plan_round(ctx, cfg)
+  local topics, err = ctx.admin:list_topics { watermarks = true }
   if not topics then return nil, err end
-  local checkpoint = read_json(store, cfg.backup_id .. "/checkpoint.json") or { partitions = {} }
-  local ctx = {
-    id = cfg.backup_id, store = store, admin = admin, opts = opts, checkpoint = checkpoint,
-    client = { bootstrap_servers = cfg.source.bootstrap_servers, security = cfg.source.security,
-      properties = cfg.source.properties },
-    summary = { topics = 0, partitions = 0, segments = 0, records = 0, bytes = 0, gaps = 0 },
-  }
-  local manifest = { backup_id = cfg.backup_id, format = 1, started = os.time(), topics = {} }
+  local jobs, entries = {}, {}
+  local checkpoint = ctx.checkpoint
   for _, t in ipairs(M.select_topics(topics, cfg.topics)) do
-    local entry = { partitions = {}, partition_count = #t.partitions, configs = topic_configs(admin, t.name) }
-    manifest.topics[t.name] = entry
-    ctx.summary.topics = ctx.summary.topics + 1
+    local entry = { partitions = {}, partition_count = #t.partitions, configs = topic_configs(ctx.admin, t.name) }
+    entries[t.name] = entry
     for _, p in ipairs(t.partitions) do
       if p.watermark_error then return nil, ("%s [%d]: %s"):format(t.name, p.id, p.watermark_error) end
       local key = partition_key(t.name, p.id)
       local state = checkpoint.partitions[key] or { segments = json.array(), gaps = json.array() }
       checkpoint.partitions[key] = state
       local from = state.next_offset or p.low
-      if from < p.low then -- retention removed records we never read
+      if from < p.low then
         state.gaps[#state.gaps + 1] = { from = from, to = p.low }
         ctx.summary.gaps = ctx.summary.gaps + 1
         from = p.low
       end
-      if from < p.high then
-        local ok, perr = backup_partition(ctx, t.name, p.id, from, p.high)
-        if not ok then return nil, perr end
-      end
-      state.next_offset = math.max(state.next_offset or 0, p.high)
+      state.next_offset = from
+      if from < p.high then jobs[#jobs + 1] = { topic = t.name, partition = p.id, from = from, stop = p.high } end
       entry.partitions[tostring(p.id)] = { low = p.low, high = p.high, segments = state.segments, gaps = state.gaps }
-      ctx.summary.partitions = ctx.summary.partitions + 1
     end
   end
-  local ok
-  ok, err = write_json(store, cfg.backup_id .. "/checkpoint.json", checkpoint)
+  return jobs, entries
+end
+
+local function count_partitions(entries)
+  local topics, partitions = 0, 0
+  for _, e in pairs(entries) do
+    topics = topics + 1
+    for _ in pairs(e.partitions) do partitions = partitions + 1 end
+  end
+  return topics, partitions
+end
+
+-- One pass: every partition up to the watermarks taken at its start, then
+-- the checkpoint and manifest. A partition's `high` in the manifest is
+-- where its backup ends (the next offset the next round starts from).
+local function round(ctx, cfg)
+  local jobs, entries = plan_round(ctx, cfg)
+  if not jobs then return nil, entries end
+  ctx.summary.topics, ctx.summary.partitions = count_partitions(entries)
+  ctx.summary.partitions_done = ctx.summary.partitions - #jobs
+  ctx.report()
+  local ok, err = run_jobs(ctx, jobs)
   if not ok then return nil, err end
-  snapshot_groups(ctx)
-  manifest.finished = os.time()
-  ok, err = write_json(store, cfg.backup_id .. "/manifest.json", manifest)
+  for _, job in ipairs(jobs) do
+    local state = ctx.checkpoint.partitions[partition_key(job.topic, job.partition)]
+    state.next_offset = math.max(state.next_offset, job.stop)
+  end
+  ok, err = write_json(ctx.store, ctx.id .. "/checkpoint.json", ctx.checkpoint)
   if not ok then return nil, err end
-  admin:close()
-  store:close()
+  ctx.manifest.topics = entries
+  ctx.manifest.finished = os.time()
+  return write_json(ctx.store, ctx.id .. "/manifest.json", ctx.manifest)
+end
+
+local function open_run(cfg, hooks)
+  local opts = options(cfg)
+  local store, err = storage.open(cfg.storage)
+  if not store then return nil, err end
+  local admin
+  admin, err = kafka.admin(cfg.source)
+  if not admin then return nil, err end
+  local checkpoint = read_json(store, cfg.backup_id .. "/checkpoint.json") or { partitions = {} }
+  local ctx = {
+    id = cfg.backup_id, store = store, admin = admin, opts = opts, checkpoint = checkpoint, poll_ms = 0,
+    client = { bootstrap_servers = cfg.source.bootstrap_servers, security = cfg.source.security,
+      properties = cfg.source.properties },
+    summary = { topics = 0, partitions = 0, partitions_done = 0, segments = 0, records = 0, bytes = 0, gaps = 0,
+      rounds = 0 },
+    manifest = { backup_id = cfg.backup_id, format = 1, started = os.time(), topics = {},
+      mode = opts.continuous and "continuous" or "snapshot" },
+  }
+  local progress = hooks and hooks.progress
+  ctx.report = function() if progress then progress(ctx.summary) end end
+  return ctx
+end
+
+local function close_run(ctx)
+  ctx.admin:close()
+  ctx.store:close()
+end
+
+--- Runs a backup. Snapshot mode (the default) stops at the high watermarks
+-- taken at start; backup.continuous keeps going, one round at least every
+-- segment_max_interval_ms, until the process is stopped (any kill is safe:
+-- the next run resumes from the checkpoint). hooks.progress(summary) is
+-- called as partitions and segments complete; hooks.rounds caps the rounds
+-- of a continuous run (for scripts and tests). Returns a summary table or
+-- nil, message.
+function M.run(cfg, hooks)
+  local ctx, err = open_run(cfg, hooks)
+  if not ctx then return nil, err end
+  local last_groups = -math.huge
+  local max_rounds = hooks and hooks.rounds or math.huge
+  while true do
+    local started = clock.now()
+    local ok, rerr = round(ctx, cfg)
+    if not ok then
+      close_run(ctx)
+      return nil, rerr
+    end
+    ctx.summary.rounds = ctx.summary.rounds + 1
+    if os.time() - last_groups >= ctx.opts.checkpoint_interval_secs or not ctx.opts.continuous then
+      snapshot_groups(ctx)
+      last_groups = os.time()
+    end
+    if not ctx.opts.continuous or ctx.summary.rounds >= max_rounds then break end
+    local rest = ctx.opts.segment_max_interval_ms / 1000 - (clock.now() - started)
+    if rest > 0 then clock.sleep(rest) end
+  end
+  close_run(ctx)
   return ctx.summary
 end
 

@@ -16,6 +16,7 @@
 local kafka = require "kalua.kafka"
 local storage = require "kalua.storage"
 local segment = require "kalua.segment"
+local clock = require "kalua.clock"
 local json = require "kalua.json"
 local backup = require "kalua.backup"
 local time = require "kalua.time"
@@ -253,7 +254,7 @@ function M.run(cfg)
   local r = cfg.restore or {}
   local plan, err = M.plan(cfg)
   if not plan then return nil, err end
-  local ctx = { r = r, plan = plan, store = plan.store, ckpt_key = checkpoint_key(cfg), clock = segment.clock(),
+  local ctx = { r = r, plan = plan, store = plan.store, ckpt_key = checkpoint_key(cfg), clock = clock.now(),
     flush_ms = 120000, summary = { topics = 0, created = 0, partitions = 0, records = 0, resumed = 0, groups = 0 } }
   ctx.ckpt, err = read_checkpoint(ctx.store, ctx.ckpt_key)
   if not ctx.ckpt then return nil, err end
