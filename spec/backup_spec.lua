@@ -188,4 +188,63 @@ backup:
     local piped = proc.run { proc.kalua(), "backup", "--config", cfg_path }
     assert.are.equal("", piped.stderr)
   end)
+
+  it("records what retention deleted before it was read as a gap, not a failure", function()
+    produce(brokers, topic, 3, 30, 0)
+    assert.are.equal(0, proc.run { proc.kalua(), "backup", "--config", cfg_path }.code)
+    produce(brokers, topic, 3, 30, 30)
+    -- partition 0 held 10 records when backed up; 20 now, the first 15 deleted
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    assert(admin:delete_records { { topic, 0, 15 } })
+    local r = proc.run { proc.kalua(), "backup", "--config", cfg_path }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("25 new records in %d+ segments %(%d+ bytes%), 1 gaps"), r.stdout)
+    local store <close> = assert(storage.open(dir .. "/store"))
+    local manifest = assert(json.decode(assert(store:get("nightly/manifest.json"))))
+    assert.are.same({ { from = 10, to = 15 } }, manifest.topics[topic].partitions["0"].gaps)
+    local offsets = {}
+    for _, rec in ipairs(stored(store, "nightly", topic, 0)) do offsets[#offsets + 1] = rec.offset end
+    assert.are.same({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19 }, offsets)
+  end)
+
+  it("fails with one line on a full disk, and resumes once there is room", function()
+    do -- 600 KB that does not compress
+      local p <close> = assert(kafka.producer { bootstrap_servers = brokers })
+      for i = 0, 599 do
+        local bytes = {}
+        for j = 1, 1000 do bytes[j] = string.char(math.random(0, 255)) end
+        assert(p:produce { topic = topic, partition = i % 3, value = table.concat(bytes) })
+      end
+      assert(p:flush(10000))
+    end
+    local mnt = dir .. "/small"
+    os.execute("mkdir -p " .. proc.quote(mnt))
+    assert(os.execute("mount -t tmpfs -o size=96k tmpfs " .. proc.quote(mnt)),
+      "mounting a small tmpfs needs root (CI and dev machines run as root)")
+    local ok, err = pcall(function()
+      proc.write_file(cfg_path, proc.read_file(cfg_path):gsub("path: [^\n]+", "path: " .. mnt))
+      local r = proc.run { proc.kalua(), "backup", "--config", cfg_path }
+      assert.are.equal(1, r.code)
+      assert.truthy(r.stderr:match("^kalua backup: [^\n]*No space left on device\n$"), r.stderr)
+      -- what was published before the disk filled is intact and named
+      local store <close> = assert(storage.open(mnt))
+      local checkpoint = assert(json.decode(assert(store:get("nightly/checkpoint.json"))))
+      local published = 0
+      for _, p in pairs(checkpoint.partitions) do
+        for _, seg in ipairs(p.segments) do
+          local rd <close> = assert(segment.open(store, seg.key))
+          assert(rd:verify(true))
+          published = published + seg.records
+        end
+      end
+      assert.is_true(published > 0 and published < 600, published)
+      -- room again: the same backup carries on and ends with every record
+      assert(os.execute("mount -o remount,size=16m " .. proc.quote(mnt)))
+      r = proc.run { proc.kalua(), "backup", "--config", cfg_path }
+      assert.are.equal(0, r.code, r.stderr)
+      for p = 0, 2 do assert.are.same(consumed(brokers, topic, p), stored(store, "nightly", topic, p)) end
+    end)
+    os.execute("umount " .. proc.quote(mnt))
+    assert(ok, err)
+  end)
 end)

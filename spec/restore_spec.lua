@@ -82,6 +82,9 @@ restore:
     local got = consumed(brokers, target, 0)
     assert.are.equal(5, #got) -- even records 10,12,14,16,18 live in partition 0
     assert.are.same({ "kalua.original.offset", "5" }, got[1].headers[3])
+    assert.are.same({ "kalua.original.timestamp", "1700000010000" }, got[1].headers[4])
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    assert.are.same({ "kalua.original.cluster", assert(admin:cluster_id()) }, got[1].headers[5])
     assert.are.equal(1700000010000, got[1].timestamp)
   end)
 
@@ -188,5 +191,44 @@ restore:
     local ok, err = offsets.apply(admin, { { group = busy, changes = { { topic = source, partition = 0, to = 1 } } } })
     assert.is_nil(ok)
     assert.truthy(err:find("active member", 1, true), err)
+  end)
+
+  it("maps partitions", function()
+    local r = proc.run { proc.kalua(), "restore", "--config", config("restore", ([[
+restore:
+  topic_mapping:
+    %s: %s
+  partition_mapping:
+    0: 1
+    1: 0
+]]):format(source, target)) }
+    assert.are.equal(0, r.code, r.stderr)
+    local function values(list)
+      local out = {}
+      for i, rec in ipairs(list) do out[i] = rec.value end
+      return out
+    end
+    assert.are.same(values(consumed(brokers, source, 0)), values(consumed(brokers, target, 1)))
+    assert.are.same(values(consumed(brokers, source, 1)), values(consumed(brokers, target, 0)))
+  end)
+
+  it("stops at a corrupt segment with one line, keeping what it restored, and resumes once it is fixed", function()
+    local storage = require "kalua.storage"
+    local store <close> = assert(storage.open(dir .. "/store"))
+    local keys = store:list(("b1/topics/%s/0/"):format(source))
+    local victim = keys[3].key -- records 14..20 of partition 0
+    local good = assert(store:get(victim))
+    local bad = good:sub(1, 60) .. string.char((good:byte(61) + 1) % 256) .. good:sub(62)
+    assert(store:put(victim, bad))
+    local cfg = config("restore", ("restore:\n  topic_mapping:\n    %s: %s\n"):format(source, target))
+    local r = proc.run { proc.kalua(), "restore", "--config", cfg }
+    store:put(victim, good)
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:match("^kalua restore: [^\n]*" .. victim:gsub("%p", "%%%0") .. ": block 1 at byte %d+: [^\n]*\n$"),
+      r.stderr)
+    assert.are.equal(14, #consumed(brokers, target, 0)) -- the two segments before it
+    r = proc.run { proc.kalua(), "restore", "--config", cfg }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same(consumed(brokers, source, 0), consumed(brokers, target, 0)) -- each record once
   end)
 end)

@@ -188,6 +188,49 @@ static int admin_delete_topics(lua_State *L) {
   return nres;
 }
 
+/* a:delete_records{ {topic, partition, offset}... } -> the new low
+ * watermarks: removes every record before offset (-1: all of them), like
+ * kafka-delete-records. */
+static int admin_delete_records(lua_State *L) {
+  kafka_client *c = check_open(L);
+  rd_kafka_topic_partition_list_t *parts = kafka_check_partitions(L, 2, 1);
+  int timeout = kafka_opt_timeout(L, 3, c), i;
+  rd_kafka_DeleteRecords_t *req = rd_kafka_DeleteRecords_new(parts);
+  rd_kafka_AdminOptions_t *o = options(c, timeout, 1);
+  const rd_kafka_topic_partition_list_t *out;
+  rd_kafka_event_t *ev;
+  rd_kafka_topic_partition_list_destroy(parts);
+  rd_kafka_DeleteRecords(c->rk, &req, 1, o, c->admin_queue);
+  rd_kafka_AdminOptions_destroy(o);
+  rd_kafka_DeleteRecords_destroy(req);
+  ev = await(L, c, "delete_records", timeout);
+  if (ev == NULL) return 3;
+  out = rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+  for (i = 0; out && i < out->cnt; i++) {
+    if (out->elems[i].err) {
+      char msg[700];
+      rd_kafka_resp_err_t err = out->elems[i].err;
+      snprintf(msg, sizeof msg, "delete_records %s [%d]: %s", out->elems[i].topic, out->elems[i].partition,
+               rd_kafka_err2str(err));
+      rd_kafka_event_destroy(ev);
+      return kafka_fail_msg(L, c, msg, rd_kafka_err2name(err));
+    }
+  }
+  kafka_push_partitions(L, out);
+  rd_kafka_event_destroy(ev);
+  return 1;
+}
+
+/* a:cluster_id([timeout_ms]) -> the cluster's id, or nil, message */
+static int admin_cluster_id(lua_State *L) {
+  kafka_client *c = check_open(L);
+  char *id = rd_kafka_clusterid(c->rk, kafka_opt_timeout(L, 2, c));
+  if (id == NULL) return kafka_fail_msg(L, c, "cluster_id: the cluster did not say its id in time", "_TIMED_OUT");
+  lua_pushstring(L, id);
+  rd_kafka_mem_free(c->rk, id);
+  return 1;
+}
+
 static void push_int_array(lua_State *L, const int32_t *v, int n) {
   int i;
   lua_createtable(L, n, 0);
@@ -672,6 +715,8 @@ static const luaL_Reg admin_methods[] = {
   {"describe_groups", admin_describe_groups},
   {"list_group_offsets", admin_list_group_offsets},
   {"alter_group_offsets", admin_alter_group_offsets},
+  {"delete_records", admin_delete_records},
+  {"cluster_id", admin_cluster_id},
   {"delete_groups", admin_delete_groups},
   {"offsets_for_times", admin_offsets_for_times},
   {"watermarks", admin_watermarks},

@@ -436,7 +436,8 @@ typedef struct {
   int32_t partition;
   int64_t from, to;               /* offsets, inclusive */
   int64_t start_time, end_time;   /* ms, inclusive */
-  int original_headers;           /* add kalua.original.offset/timestamp */
+  int original_headers;           /* add kalua.original.offset/timestamp[/cluster] */
+  const char *cluster;            /* the source cluster's id, or NULL */
   int timeout_ms;
   int64_t skip;                   /* in-window records already delivered by an earlier run */
   int64_t rate;                   /* records per second, 0 = unlimited */
@@ -492,12 +493,13 @@ static void runs_add(lua_State *L, offset_runs *runs, int64_t offset) {
   runs->count = 1;
 }
 
-static void add_original_headers(rd_kafka_headers_t *hdrs, const segment_record *rec) {
+static void add_original_headers(rd_kafka_headers_t *hdrs, const produce_opts *o, const segment_record *rec) {
   char num[32];
   snprintf(num, sizeof num, "%lld", (long long)rec->offset);
   rd_kafka_header_add(hdrs, "kalua.original.offset", -1, num, -1);
   snprintf(num, sizeof num, "%lld", (long long)rec->timestamp);
   rd_kafka_header_add(hdrs, "kalua.original.timestamp", -1, num, -1);
+  if (o->cluster) rd_kafka_header_add(hdrs, "kalua.original.cluster", -1, o->cluster, -1);
 }
 
 /* Produces one record, waiting on a full queue. Returns the error. */
@@ -512,7 +514,7 @@ static rd_kafka_resp_err_t produce_record(kafka_client *c, const produce_opts *o
     hdrs = rd_kafka_headers_new(rec->header_count + 2);
     while (segment_next_header(&p, end, &name, &name_len, &value, &value_len))
       rd_kafka_header_add(hdrs, (const char *)name, (ssize_t)name_len, value, value ? value_len : 0);
-    if (o->original_headers) add_original_headers(hdrs, rec);
+    if (o->original_headers) add_original_headers(hdrs, o, rec);
   }
   for (;;) {
     err = rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION(o->partition),
@@ -534,7 +536,7 @@ static int in_window(const produce_opts *o, const segment_record *rec) {
 }
 
 /* r:produce(producer, {topic=, partition=, from_offset=, to_offset=,
- *   start_time=, end_time=, original_headers=, skip=, rate=, rate_epoch=,
+ *   start_time=, end_time=, original_headers=, cluster=, skip=, rate=, rate_epoch=,
  *   rate_base=, offset_runs=}) -> records sent[, runs, skip left].
  * Records go from the segment's blocks straight into librdkafka: no Lua
  * table per record. A damaged block stops before any of its records.
@@ -563,6 +565,7 @@ static int reader_produce(lua_State *L) {
   o.end_time = kalua_optfield_int(L, 3, "end_time", INT64_MAX);
   lua_getfield(L, 3, "original_headers");
   o.original_headers = lua_toboolean(L, -1);
+  o.cluster = lua_getfield(L, 3, "cluster") == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   o.timeout_ms = c->timeout_ms;
   o.skip = kalua_optfield_int(L, 3, "skip", 0);
   o.rate = kalua_optfield_int(L, 3, "rate", 0);

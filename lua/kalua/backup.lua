@@ -294,7 +294,7 @@ local function open_run(cfg, hooks)
     summary = { topics = 0, partitions = 0, partitions_done = 0, segments = 0, records = 0, bytes = 0, gaps = 0,
       rounds = 0 },
     manifest = { backup_id = cfg.backup_id, format = 1, started = os.time(), topics = {},
-      mode = opts.continuous and "continuous" or "snapshot" },
+      mode = opts.continuous and "continuous" or "snapshot", cluster_id = admin:cluster_id() },
   }
   local progress = hooks and hooks.progress
   ctx.report = function() if progress then progress(ctx.summary) end end

@@ -10,7 +10,8 @@
 -- time_window_start/end: epoch ms or "YYYY-MM-DDTHH:MM:SSZ") restores just
 -- the records inside it. Original timestamps are kept; with
 -- include_original_offset_header each record also carries
--- kalua.original.offset/kalua.original.timestamp. Missing target topics are
+-- kalua.original.offset, kalua.original.timestamp and kalua.original.cluster
+-- (the source cluster's id). Missing target topics are
 -- created with the saved partition count and configs. Records go from the
 -- segments into an idempotent producer in C.
 local kafka = require "kalua.kafka"
@@ -61,7 +62,7 @@ function M.plan(cfg)
   local filter = r.topics or cfg.topics
   local listed = {}
   for name in pairs(manifest.topics) do listed[#listed + 1] = { name = name, partitions = {} } end
-  local plan = { window = w, topics = {}, store = store }
+  local plan = { window = w, topics = {}, store = store, cluster_id = manifest.cluster_id }
   local mapping = r.topic_mapping or {}
   for name in pairs(mapping) do
     if not manifest.topics[name] then return nil, ("topic_mapping names '%s', which is not in backup '%s'"):format(name, cfg.backup_id) end
@@ -118,6 +119,14 @@ end
 -- order, so what landed is a prefix). This assumes nothing else writes to
 -- the target partitions while a restore runs.
 
+-- YAML gives `0: 1` integer keys; JSON (and so the id's seed) wants strings.
+local function string_keys(t)
+  if type(t) ~= "table" then return t end
+  local out = {}
+  for k, v in pairs(t) do out[tostring(k)] = v end
+  return out
+end
+
 --- The id of a restore: restore.restore_id, or one derived from the
 -- target cluster, the mapping and the window, so rerunning the same config
 -- resumes and a different restore starts afresh.
@@ -125,7 +134,7 @@ function M.restore_id(cfg)
   local r = cfg.restore or {}
   if r.restore_id then return r.restore_id end
   local seed = json.encode { servers = cfg.target and cfg.target.bootstrap_servers, topics = r.topic_mapping,
-    partitions = r.partition_mapping, filter = r.topics or cfg.topics, from = r.start_offset, to = r.end_offset,
+    partitions = string_keys(r.partition_mapping), filter = r.topics or cfg.topics, from = r.start_offset, to = r.end_offset,
     start = r.start_time or r.time_window_start, stop = r.end_time or r.time_window_end }
   return ("r%08x"):format(codec.crc32c(seed))
 end
@@ -214,7 +223,8 @@ local function restore_segment(ctx, entry, part, seg)
   local sent, runs, skip_left = reader:produce(ctx.producer, {
     topic = entry.target, partition = part.target,
     from_offset = w.from_offset, to_offset = w.to_offset, start_time = w.start_time, end_time = w.end_time,
-    original_headers = ctx.r.include_original_offset_header, skip = extra, offset_runs = true,
+    original_headers = ctx.r.include_original_offset_header, cluster = ctx.plan.cluster_id,
+    skip = extra, offset_runs = true,
     rate = ctx.r.rate_limit_records_per_sec, rate_epoch = ctx.clock, rate_base = ctx.summary.records,
   })
   reader:close()
