@@ -14,6 +14,7 @@
 local storage = require "kalua.storage"
 local segment = require "kalua.segment"
 local json = require "kalua.json"
+local manifests = require "kalua.manifest"
 
 local M = {}
 
@@ -80,7 +81,7 @@ function M.manifest(store, id)
   if type(id) ~= "string" or id == "" or id:find("/", 1, true) then
     return nil, ("bad backup id '%s'"):format(tostring(id)), "NOT_FOUND"
   end
-  local m, err, name = read_json(store, id .. "/manifest.json")
+  local m, err, name = manifests.load(store, id)
   if m then return m end
   if name ~= "NOT_FOUND" then return nil, err, name end
   local keys = store:list(id .. "/")
@@ -168,7 +169,7 @@ function M.list(store)
     local b = by_id[id]
     local item = { id = id, complete = false, objects = #b.keys }
     if b.has_manifest then
-      local m, err = read_json(store, id .. "/manifest.json")
+      local m, err = manifests.load(store, id)
       if m then
         item.complete = true
         item.started, item.finished, item.base = m.started, m.finished, m.base

@@ -19,6 +19,7 @@ local storage = require "kalua.storage"
 local segment = require "kalua.segment"
 local clock = require "kalua.clock"
 local json = require "kalua.json"
+local manifests = require "kalua.manifest"
 local backup = require "kalua.backup"
 local time = require "kalua.time"
 local codec = require "kalua.codec"
@@ -50,12 +51,9 @@ function M.plan(cfg)
   local r = cfg.restore or {}
   local store, err = storage.open(cfg.storage)
   if not store then return nil, err end
-  local data
-  data, err = store:get(cfg.backup_id .. "/manifest.json")
-  if not data then return nil, ("backup '%s': %s"):format(cfg.backup_id, err) end
   local manifest
-  manifest, err = json.decode(data)
-  if not manifest then return nil, cfg.backup_id .. "/manifest.json: " .. err end
+  manifest, err = manifests.load(store, cfg.backup_id)
+  if not manifest then return nil, ("backup '%s': %s"):format(cfg.backup_id, err) end
   local w
   w, err = window(r)
   if not w then return nil, err end
