@@ -210,9 +210,9 @@ local function record_runs(ctx, entry, part, t, runs)
   return at
 end
 
-local function restore_segment(ctx, entry, part, seg)
-  local done_key = seg.key .. " -> " .. entry.target .. "/" .. part.target
-  if ctx.ckpt.done[done_key] then return true end
+-- Sends one segment into its target partition (not yet flushed).
+local function send_segment(ctx, item)
+  local entry, part, seg = item.entry, item.part, item.seg
   local t, extra = target_state(ctx, entry.target, part.target)
   if not t then return nil, extra end
   local reader, err = segment.open(ctx.store, seg.key)
@@ -223,7 +223,7 @@ local function restore_segment(ctx, entry, part, seg)
     from_offset = w.from_offset, to_offset = w.to_offset, start_time = w.start_time, end_time = w.end_time,
     original_headers = ctx.r.include_original_offset_header, cluster = ctx.plan.cluster_id,
     skip = extra, offset_runs = true,
-    rate = ctx.r.rate_limit_records_per_sec, rate_epoch = ctx.clock, rate_base = ctx.summary.records,
+    rate = ctx.r.rate_limit_records_per_sec, rate_epoch = ctx.clock, rate_base = ctx.produced,
   })
   reader:close()
   if not sent then return nil, runs end
@@ -231,13 +231,70 @@ local function restore_segment(ctx, entry, part, seg)
     return nil, ("%s [%d] holds %d more records than this restore sent: was it written to meanwhile?"):format(
       entry.target, part.target, skip_left)
   end
-  local ok, ferr = ctx.producer:flush(ctx.flush_ms)
-  if not ok then return nil, ferr end
-  t.next = record_runs(ctx, entry, part, t, runs)
-  ctx.ckpt.done[done_key] = true
-  ctx.summary.records = ctx.summary.records + sent
-  ctx.summary.resumed = ctx.summary.resumed + extra
+  ctx.produced = ctx.produced + sent
+  item.target, item.sent, item.runs, item.extra = t, sent, runs, extra
+  return true
+end
+
+-- One wave: the next segment of every target partition is sent, so all
+-- partitions are in flight at once; one flush, then the checkpoint learns
+-- them all. A kill inside a wave leaves each partition a delivered prefix,
+-- which the next run skips (target_state).
+local function restore_wave(ctx, wave)
+  local sent = {}
+  for _, item in ipairs(wave) do
+    if not ctx.ckpt.done[item.done_key] then
+      local ok, err = send_segment(ctx, item)
+      if not ok then return nil, err end
+      sent[#sent + 1] = item
+    end
+  end
+  if #sent == 0 then return true end
+  local ok, err = ctx.producer:flush(ctx.flush_ms)
+  if not ok then return nil, err end
+  for _, item in ipairs(sent) do
+    item.target.next = record_runs(ctx, item.entry, item.part, item.target, item.runs)
+    ctx.ckpt.done[item.done_key] = true
+    ctx.summary.records = ctx.summary.records + item.sent
+    ctx.summary.resumed = ctx.summary.resumed + item.extra
+  end
   return ctx.store:put(ctx.ckpt_key, json.encode(ctx.ckpt, { indent = " " }) .. "\n")
+end
+
+-- The segments to send, one lane per target partition, each in order.
+local function lanes_of(ctx, plan)
+  local lanes, by_target = {}, {}
+  for _, entry in ipairs(plan.topics) do
+    for _, part in ipairs(entry.partitions) do
+      ctx.summary.partitions = ctx.summary.partitions + 1
+      local target = entry.target .. "/" .. part.target
+      local lane = by_target[target]
+      if not lane then
+        lane = { next = 1 }
+        by_target[target] = lane
+        lanes[#lanes + 1] = lane
+      end
+      for _, seg in ipairs(part.segments) do
+        lane[#lane + 1] = { entry = entry, part = part, seg = seg, done_key = seg.key .. " -> " .. target }
+      end
+    end
+  end
+  return lanes
+end
+
+local function send_lanes(ctx, lanes)
+  while true do
+    local wave = {}
+    for _, lane in ipairs(lanes) do
+      if lane[lane.next] then
+        wave[#wave + 1] = lane[lane.next]
+        lane.next = lane.next + 1
+      end
+    end
+    if #wave == 0 then return true end
+    local ok, err = restore_wave(ctx, wave)
+    if not ok then return nil, err end
+  end
 end
 
 -- Phase two and three: each group's committed offsets from the backup's
@@ -263,7 +320,8 @@ function M.run(cfg)
   local plan, err = M.plan(cfg)
   if not plan then return nil, err end
   local ctx = { r = r, plan = plan, store = plan.store, ckpt_key = checkpoint_key(cfg), clock = clock.now(),
-    flush_ms = 120000, summary = { topics = 0, created = 0, partitions = 0, records = 0, resumed = 0, groups = 0 } }
+    flush_ms = 120000, produced = 0,
+    summary = { topics = 0, created = 0, partitions = 0, records = 0, resumed = 0, groups = 0 } }
   ctx.ckpt, err = read_checkpoint(ctx.store, ctx.ckpt_key)
   if not ctx.ckpt then return nil, err end
   ctx.admin, err = kafka.admin(cfg.target)
@@ -283,16 +341,12 @@ function M.run(cfg)
     if not how then return nil, terr end
     if how == "created" then ctx.summary.created = ctx.summary.created + 1 end
     ctx.summary.topics = ctx.summary.topics + 1
-    for _, part in ipairs(entry.partitions) do
-      for _, seg in ipairs(part.segments) do
-        local ok, serr = restore_segment(ctx, entry, part, seg)
-        if not ok then return nil, serr end
-      end
-      ctx.summary.partitions = ctx.summary.partitions + 1
-    end
   end
+  local ok, serr = send_lanes(ctx, lanes_of(ctx, plan))
+  if not ok then return nil, serr end
   if r.reset_consumer_offsets or (r.consumer_groups and #r.consumer_groups > 0) then
-    local ok, gerr = restore_groups(ctx, cfg)
+    local gerr
+    ok, gerr = restore_groups(ctx, cfg)
     if not ok then return nil, gerr end
   end
   ctx.producer:close()
