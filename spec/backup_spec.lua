@@ -247,4 +247,27 @@ backup:
     os.execute("umount " .. proc.quote(mnt))
     assert(ok, err)
   end)
+
+  it("fails with one line and no secret on a wrong password", function()
+    proc.write_file(cfg_path, ([[
+mode: backup
+backup_id: sasl
+source:
+  bootstrap_servers: %s
+  security:
+    security_protocol: SASL_PLAINTEXT
+    sasl_mechanism: SCRAM-SHA-512
+    sasl_username: %s
+    sasl_password: ${WRONG_PASSWORD}
+storage:
+  backend: filesystem
+  path: %s/store
+]]):format(rig.env("KAFKA_SASL_PLAINTEXT"), rig.env("KAFKA_SCRAM_USER"), dir))
+    local r = proc.run({ proc.kalua(), "backup", "--config", cfg_path }, { env = { WRONG_PASSWORD = "not-the-s3cret" } })
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:match("^kalua backup: [^\n]*SASL authentication[^\n]*\n$"), r.stderr)
+    assert.falsy(r.stderr:find("not-the-s3cret", 1, true))
+    local store <close> = assert(storage.open(dir .. "/store"))
+    assert.are.same({}, store:list("sasl/"))
+  end)
 end)

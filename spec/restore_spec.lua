@@ -231,4 +231,12 @@ restore:
     assert.are.equal(0, r.code, r.stderr)
     assert.are.same(consumed(brokers, source, 0), consumed(brokers, target, 0)) -- each record once
   end)
+
+  it("names a backup that is not there, in one line", function()
+    local path = config("restore", "")
+    proc.write_file(path, proc.read_file(path):gsub("backup_id: b1", "backup_id: nope"))
+    local r = proc.run { proc.kalua(), "restore", "--config", path }
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:match("^kalua restore: backup 'nope': [^\n]+\n$"), r.stderr)
+  end)
 end)
