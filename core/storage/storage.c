@@ -30,27 +30,99 @@ static store_ud *check_store(lua_State *L) {
   return s;
 }
 
-/* storage.open(path | "file://path" | {backend=, path=}) */
+static const struct {
+  const char *name, *scheme, *container; /* the URL's first part is this field */
+  const storage_backend *backend;
+  storage_open_fn open;
+} kinds[] = {
+  {"s3", "s3://", "bucket", &storage_s3_backend, storage_s3_open},
+  {"azure", "az://", "container", &storage_azure_backend, storage_azure_open},
+  {"gcs", "gs://", "bucket", &storage_gcs_backend, storage_gcs_open},
+};
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+
+/* Turns "s3://bucket/a/b" into {backend="s3", bucket="bucket", prefix="a/b"}
+ * on the stack; fields of the table at cfg (when not 0) fill what the URL
+ * leaves out. Returns the kind's index, or -1 for an unknown scheme. */
+static int url_to_table(lua_State *L, const char *url, int cfg) {
+  size_t i;
+  for (i = 0; i < NKINDS; i++) {
+    size_t n = strlen(kinds[i].scheme);
+    if (strncmp(url, kinds[i].scheme, n) == 0) {
+      const char *rest = url + n, *slash = strchr(rest, '/');
+      lua_newtable(L);
+      if (cfg) {
+        lua_pushnil(L);
+        while (lua_next(L, cfg)) {
+          lua_pushvalue(L, -2);
+          lua_insert(L, -2);
+          lua_settable(L, -4);
+        }
+      }
+      lua_pushstring(L, kinds[i].name);
+      lua_setfield(L, -2, "backend");
+      lua_pushlstring(L, rest, slash ? (size_t)(slash - rest) : strlen(rest));
+      lua_setfield(L, -2, kinds[i].container);
+      if (slash && slash[1]) {
+        lua_pushstring(L, slash + 1);
+        lua_setfield(L, -2, "prefix");
+      }
+      return (int)i;
+    }
+  }
+  return -1;
+}
+
+static int open_object_store(lua_State *L, int kind, int cfg) {
+  storage_error err = {"", NULL};
+  store_ud *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, STORE_MT);
+  s->backend = kinds[kind].backend;
+  s->self = kinds[kind].open(L, cfg, &err);
+  if (s->self == NULL) return push_error(L, &err);
+  lua_getfield(L, cfg, kinds[kind].container);
+  lua_getfield(L, cfg, "prefix");
+  lua_pushfstring(L, "%s%s/%s", kinds[kind].scheme, luaL_optstring(L, -2, "?"), luaL_optstring(L, -1, ""));
+  s->where = strdup(lua_tostring(L, -1));
+  lua_pop(L, 3);
+  return 1;
+}
+
+/* storage.open(path | "file://path" | "s3://bucket/prefix" | "az://..." |
+ *   "gs://..." | {backend=, path= | url= | bucket=, ...}) */
 static int storage_open(lua_State *L) {
   const char *backend = "filesystem", *path = NULL;
   storage_error err = {"", NULL};
   store_ud *s;
+  size_t i;
   if (lua_istable(L, 1)) {
     lua_getfield(L, 1, "backend");
     backend = luaL_optstring(L, -1, "filesystem");
     lua_getfield(L, 1, "path");
     path = lua_tostring(L, -1);
+    if (lua_getfield(L, 1, "url") == LUA_TSTRING && strstr(lua_tostring(L, -1), "://")) {
+      int kind = url_to_table(L, lua_tostring(L, -1), 1);
+      if (kind >= 0) return open_object_store(L, kind, lua_gettop(L));
+      if (strncmp(lua_tostring(L, -1), "file://", 7) == 0) path = lua_tostring(L, -1) + 7;
+    }
+    for (i = 0; i < NKINDS; i++)
+      if (strcmp(backend, kinds[i].name) == 0) return open_object_store(L, (int)i, 1);
+    if (strcmp(backend, "filesystem") != 0)
+      return kalua_fail(L, lua_pushfstring(L, "unknown storage backend '%s' (filesystem, s3, azure or gcs)", backend),
+                        "UNSUPPORTED");
   } else {
     path = luaL_checkstring(L, 1);
     if (strncmp(path, "file://", 7) == 0) {
       path += 7;
     } else if (strstr(path, "://")) {
-      backend = path; /* s3://, az://, gs:// */
+      int kind = url_to_table(L, path, 0);
+      if (kind < 0)
+        return kalua_fail(L, lua_pushfstring(L, "unknown storage URL '%s' (file://, s3://, az:// or gs://)", path),
+                          "UNSUPPORTED");
+      return open_object_store(L, kind, lua_gettop(L));
     }
   }
-  if (strcmp(backend, "filesystem") != 0)
-    return kalua_fail(L, lua_pushfstring(L, "storage backend '%s' is not built yet (filesystem only)", backend),
-                      "UNSUPPORTED");
   if (path == NULL) return luaL_error(L, "filesystem storage needs a path");
   s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);

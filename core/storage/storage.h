@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <lua.h>
+
 #define STORAGE_ERR_MAX 512
 
 /* What a failed call reports: a message and a symbolic name
@@ -47,6 +49,20 @@ typedef struct storage_backend {
 /* The filesystem backend rooted at a directory (created if missing). */
 void *storage_fs_open(const char *root, storage_error *err);
 extern const storage_backend storage_fs_backend;
+
+/* Object-storage backends, each in its own file. open reads the config
+ * table at idx (the YAML `storage` section: backend=, bucket=, container=,
+ * prefix=, region=, endpoint=, credentials...) on the Lua thread and
+ * returns the backend's self, or NULL with err set. Their write may run on
+ * a segment writer's worker thread, one call at a time per writer: no Lua
+ * there. */
+typedef void *(*storage_open_fn)(lua_State *L, int idx, storage_error *err);
+void *storage_s3_open(lua_State *L, int idx, storage_error *err);
+extern const storage_backend storage_s3_backend;
+void *storage_azure_open(lua_State *L, int idx, storage_error *err);
+extern const storage_backend storage_azure_backend;
+void *storage_gcs_open(lua_State *L, int idx, storage_error *err);
+extern const storage_backend storage_gcs_backend;
 
 /* Rejects absolute keys, empty segments, "." and "..": no key may escape
  * the store's root. */
