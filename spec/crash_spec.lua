@@ -8,6 +8,7 @@ local segment = require "kalua.segment"
 local clock = require "kalua.clock"
 local json = require "kalua.json"
 local proc = require "proc"
+local configs = require "configs"
 local rig = require "rig"
 
 local TRIALS = tonumber(os.getenv("KALUA_CRASH_TRIALS")) or 10
@@ -44,41 +45,16 @@ end
 describe("crash safety (kill -9)", function()
   local brokers, dir, source, source_values
 
-  local function write_config(name, text)
-    local path = ("%s/%s.yaml"):format(dir, name)
-    proc.write_file(path, text)
-    return path
-  end
-
   local function backup_config(id)
-    return write_config("backup-" .. id, ([[
-mode: backup
-backup_id: %s
-source:
-  bootstrap_servers: %s
-topics:
-  include: ["%s"]
-storage:
-  backend: filesystem
-  path: %s/store
-backup:
-  segment_max_records: 300
-]]):format(id, brokers, source, dir))
+    return configs.write(("%s/backup-%s.yaml"):format(dir, id), { mode = "backup", backup_id = id,
+      source = { bootstrap_servers = brokers }, topics = { include = { source } },
+      storage = configs.fs(dir .. "/store"), backup = { segment_max_records = 300 } })
   end
 
   local function restore_config(id, target)
-    return write_config("restore-" .. target, ([[
-mode: restore
-backup_id: %s
-target:
-  bootstrap_servers: %s
-storage:
-  backend: filesystem
-  path: %s/store
-restore:
-  topic_mapping:
-    %s: %s
-]]):format(id, brokers, dir, source, target))
+    return configs.write(("%s/restore-%s.yaml"):format(dir, target), { mode = "restore", backup_id = id,
+      target = { bootstrap_servers = brokers }, storage = configs.fs(dir .. "/store"),
+      restore = { topic_mapping = { [source] = target } } })
   end
 
   -- Every record the backup's manifest names, per partition, as offsets and values.

@@ -12,6 +12,7 @@
 -- delimiter limits for headers and prints keys and values without lengths.)
 local kafka = require "kalua.kafka"
 local proc = require "proc"
+local configs = require "configs"
 local rig = require "rig"
 
 local PARTITIONS = 8
@@ -221,33 +222,12 @@ describe("backup then restore", function()
       config = { ["max.message.bytes"] = "2000000" } } })
     expected = produce_data_set(brokers, source)
 
-    proc.write_file(dir .. "/backup.yaml", ([[
-mode: backup
-backup_id: trip
-source:
-  bootstrap_servers: %s
-topics:
-  include: ["%s"]
-storage:
-  backend: filesystem
-  path: %s/store
-backup:
-  segment_max_records: 4
-]]):format(brokers, source, dir))
-    proc.write_file(dir .. "/restore.yaml", ([[
-mode: restore
-backup_id: trip
-target:
-  bootstrap_servers: %s
-topics:
-  include: ["%s"]
-storage:
-  backend: filesystem
-  path: %s/store
-restore:
-  topic_mapping:
-    %s: %s
-]]):format(brokers, source, dir, source, target))
+    configs.write(dir .. "/backup.yaml", { mode = "backup", backup_id = "trip",
+      source = { bootstrap_servers = brokers }, topics = { include = { source } },
+      storage = configs.fs(dir .. "/store"), backup = { segment_max_records = 4 } })
+    configs.write(dir .. "/restore.yaml", { mode = "restore", backup_id = "trip",
+      target = { bootstrap_servers = brokers }, topics = { include = { source } },
+      storage = configs.fs(dir .. "/store"), restore = { topic_mapping = { [source] = target } } })
   end)
 
   teardown(function() proc.rmdir(dir) end)

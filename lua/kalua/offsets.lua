@@ -217,15 +217,19 @@ function M.plan_reset(admin, groups, target, topics)
   return plan
 end
 
+-- The groups named, or every group of the snapshot, sorted.
+local function chosen_groups(snap, groups)
+  if groups and #groups > 0 then return groups end
+  local names = {}
+  for g in pairs(snap.groups) do names[#names + 1] = g end
+  table.sort(names)
+  return names
+end
+
 --- Plan putting groups back where snapshot has them (default: all its groups).
 function M.plan_rollback(admin, snap, groups)
   local plan = {}
-  local names = groups
-  if not names or #names == 0 then
-    names = {}
-    for g in pairs(snap.groups) do names[#names + 1] = g end
-    table.sort(names)
-  end
+  local names = chosen_groups(snap, groups)
   for _, g in ipairs(names) do
     local saved = snap.groups[g]
     if not saved then return nil, ("group '%s' is not in the snapshot"):format(g) end
@@ -265,12 +269,7 @@ end
 -- first restored record at or after C, or the end of what was restored.
 function M.translate(snap, mapping, groups)
   local plan, skipped = {}, {}
-  local names = groups
-  if not names or #names == 0 then
-    names = {}
-    for g in pairs(snap.groups) do names[#names + 1] = g end
-    table.sort(names)
-  end
+  local names = chosen_groups(snap, groups)
   for _, g in ipairs(names) do
     local changes = {}
     for _, o in ipairs(snap.groups[g] and snap.groups[g].offsets or {}) do
