@@ -32,8 +32,28 @@ local function xor_hex(a, b)
 end
 
 describe("kalua.sasl", function()
+  local BUILTIN = { "GSSAPI", "OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" }
+
   it("lists its mechanisms", function()
-    assert.are.same({ "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" }, sasl.mechanisms())
+    assert.are.same(BUILTIN, sasl.mechanisms())
+  end)
+
+  it("OAUTHBEARER sends the token and extensions (RFC 7628), fresh from a function", function()
+    local calls = 0
+    local function token() calls = calls + 1 return "eyJhbGciOi.payload.sig" .. calls end
+    local m = assert(sasl.new("OAUTHBEARER", { token = token, extensions = { traceId = "42" } }))
+    assert.are.equal("n,,\1auth=Bearer eyJhbGciOi.payload.sig1\1traceId=42\1\1", m:start())
+    assert.are.same({ "", true }, { m:step("") })
+    local again = assert(sasl.new("OAUTHBEARER", { token = token, authzid = "svc" }))
+    assert.are.equal("n,a=svc,\1auth=Bearer eyJhbGciOi.payload.sig2\1\1", again:start())
+    local refused = assert(sasl.new("OAUTHBEARER", { token = "t" }))
+    refused:start()
+    assert.are.same({ nil, "OAUTHBEARER: the server refused the token (status invalid_token, scope kafka.read)",
+      "SASL_AUTHENTICATION" }, { refused:step('{"status":"invalid_token","scope":"kafka.read"}') })
+    assert.are.same({ nil, "OAUTHBEARER needs a token (RFC 6750 b64token characters only)", "SASL_CONFIG" },
+      { sasl.new("OAUTHBEARER", { token = "has space" }) })
+    local _, err = sasl.new("OAUTHBEARER", { token = "t", extensions = { auth = "x" } })
+    assert.truthy(err:find("bad extension 'auth'", 1, true), err)
   end)
 
   it("PLAIN sends authzid NUL user NUL password once", function()
@@ -145,7 +165,9 @@ describe("kalua.sasl", function()
         return "echo " .. challenge, ctx.round >= 2
       end,
     })
-    assert.are.same({ "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "X-ECHO" }, sasl.mechanisms())
+    local names = { table.unpack(BUILTIN) }
+    names[#names + 1] = "X-ECHO"
+    assert.are.same(names, sasl.mechanisms())
     local m = assert(sasl.new("X-ECHO", { username = "carol" }))
     assert.are.equal("X-ECHO", m:name())
     assert.are.equal("hello carol", m:start())

@@ -20,6 +20,15 @@ typedef struct {
   int min_iterations; /* SCRAM: refuse servers asking for fewer (default 4096) */
   int max_iterations; /* SCRAM: and for more (default 10 000 000: minutes of CPU) */
   const char *nonce;  /* SCRAM: fixed client nonce, for test vectors only */
+  /* OAUTHBEARER */
+  const char *token;
+  const char *const *extensions; /* NULL-terminated key, value, key, value, ... */
+  /* GSSAPI */
+  const char *keytab;      /* client keytab; NULL: the default ccache */
+  const char *principal;   /* client principal; NULL: the keytab's first */
+  const char *service;     /* broker service name (default "kafka") */
+  const char *host;        /* the broker's host name, for <service>@<host> */
+  const char *krb5_config; /* krb5.conf to use; applied once per process */
 } sasl_creds;
 
 typedef struct sasl_mech sasl_mech;
@@ -36,6 +45,10 @@ typedef struct {
 extern const sasl_mech_type sasl_plain;
 extern const sasl_mech_type sasl_scram_sha256;
 extern const sasl_mech_type sasl_scram_sha512;
+extern const sasl_mech_type sasl_oauthbearer;
+#ifdef KALUA_WITH_GSSAPI
+extern const sasl_mech_type sasl_gssapi;
+#endif
 
 /* RFC 4013 SASLprep of s into a malloc'd string (see scram.c for what is
  * covered), or NULL with err. */

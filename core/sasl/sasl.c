@@ -25,7 +25,12 @@
 #define LUA_MECH_MT "kalua.sasl.LuaMechanism"
 #define REGISTRY_KEY "kalua.sasl.registry"
 
-static const sasl_mech_type *const builtins[] = {&sasl_plain, &sasl_scram_sha256, &sasl_scram_sha512};
+static const sasl_mech_type *const builtins[] = {
+#ifdef KALUA_WITH_GSSAPI
+  &sasl_gssapi,
+#endif
+  &sasl_oauthbearer, &sasl_plain, &sasl_scram_sha256, &sasl_scram_sha512,
+};
 #define NBUILTINS (sizeof builtins / sizeof builtins[0])
 
 typedef struct {
@@ -122,6 +127,47 @@ static int mech_tostring(lua_State *L) {
   return 1;
 }
 
+/* creds.token: a string, or a function giving one (called now: each
+ * exchange gets a fresh token). The string is left on the stack. */
+static const char *token_field(lua_State *L) {
+  int t = lua_getfield(L, 2, "token");
+  if (t == LUA_TFUNCTION) {
+    lua_call(L, 0, 1);
+    t = lua_type(L, -1);
+  }
+  if (t == LUA_TNIL) return NULL;
+  if (t != LUA_TSTRING) luaL_error(L, "token must be a string or a function returning one");
+  return lua_tostring(L, -1);
+}
+
+/* creds.extensions {key = value}: a NULL-terminated key, value array in a
+ * userdata left on the stack (the strings stay in the caller's table). */
+static const char *const *extensions_field(lua_State *L) {
+  const char **list;
+  int n = 0;
+  if (lua_getfield(L, 2, "extensions") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  list = lua_newuserdatauv(L, sizeof *list * (size_t)(2 * n + 1), 0);
+  n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "extensions must map names to strings");
+    list[n++] = lua_tostring(L, -2);
+    list[n++] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  list[n] = NULL;
+  return list;
+}
+
 static int new_builtin(lua_State *L, const sasl_mech_type *type) {
   sasl_creds c;
   char err[SASL_ERR_MAX] = "";
@@ -132,6 +178,14 @@ static int new_builtin(lua_State *L, const sasl_mech_type *type) {
   c.authzid = optstring_field(L, 2, "authzid");
   c.nonce = optstring_field(L, 2, "nonce");
   c.min_iterations = (int)kalua_optfield_int(L, 2, "min_iterations", 4096);
+  c.max_iterations = (int)kalua_optfield_int(L, 2, "max_iterations", 10000000);
+  c.keytab = optstring_field(L, 2, "keytab");
+  c.principal = optstring_field(L, 2, "principal");
+  c.service = optstring_field(L, 2, "service");
+  c.host = optstring_field(L, 2, "host");
+  c.krb5_config = optstring_field(L, 2, "krb5_config");
+  c.token = token_field(L);
+  c.extensions = extensions_field(L);
   u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
   luaL_setmetatable(L, MECH_MT);
@@ -229,8 +283,9 @@ static int sasl_new(lua_State *L) {
     }
     return new_builtin(L, type);
   }
-  if (strcmp(name, "GSSAPI") == 0 || strcmp(name, "OAUTHBEARER") == 0)
-    return kalua_fail(L, lua_pushfstring(L, "SASL mechanism '%s' is not built yet", name), "UNSUPPORTED");
+  if (strcmp(name, "GSSAPI") == 0)
+    return kalua_fail(L, "SASL mechanism 'GSSAPI' is not in this build: rebuild with -DKALUA_WITH_GSSAPI=ON "
+                         "(needs the libkrb5-dev package)", "UNSUPPORTED");
   return kalua_fail(L, lua_pushfstring(L, "unknown SASL mechanism '%s' (see sasl.mechanisms())", name), "UNSUPPORTED");
 }
 
