@@ -136,11 +136,13 @@ describe("kalua.storage on the filesystem", function()
     assert(ok, err)
   end)
 
-  it("accepts file:// URLs and config tables, and names backends it lacks", function()
+  it("accepts file:// URLs and config tables, and names schemes and backends it does not know", function()
     assert(storage.open("file://" .. dir .. "/u")):close()
     assert(storage.open { backend = "filesystem", path = dir .. "/t" }):close()
-    local s, msg, name = storage.open("s3://bucket/prefix")
-    assert.is_nil(s)
-    assert.are.equal("UNSUPPORTED", name, msg)
+    assert(storage.open { url = "file://" .. dir .. "/v" }):close()
+    assert.are.same({ nil, "unknown storage URL 'ftp://host/x' (file://, s3://, az:// or gs://)", "UNSUPPORTED" },
+      { storage.open("ftp://host/x") })
+    assert.are.same({ nil, "unknown storage backend 'tape' (filesystem, s3, azure or gcs)", "UNSUPPORTED" },
+      { storage.open { backend = "tape" } })
   end)
 end)

@@ -286,7 +286,11 @@ local function open_run(cfg, hooks)
   local admin
   admin, err = kafka.admin(cfg.source)
   if not admin then return nil, err end
-  local checkpoint = read_json(store, cfg.backup_id .. "/checkpoint.json") or { partitions = {} }
+  -- No checkpoint means a new backup; any other failure (wrong key, no such
+  -- bucket) must stop us here, not at the first segment.
+  local checkpoint, cerr = read_json(store, cfg.backup_id .. "/checkpoint.json")
+  if cerr then return nil, cerr end
+  checkpoint = checkpoint or { partitions = {} }
   local ctx = {
     id = cfg.backup_id, store = store, admin = admin, opts = opts, checkpoint = checkpoint, poll_ms = 0,
     client = { bootstrap_servers = cfg.source.bootstrap_servers, security = cfg.source.security,
