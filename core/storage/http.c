@@ -167,8 +167,9 @@ int http_do(http_client *c, const http_request *req, http_response *resp, storag
     }
   }
   if (rc == CURLE_OK) return 1;
-  storage_fail(err, "IO_ERROR", "%s %s: %s (after %d attempt%s)", req->method, req->url, curl_easy_strerror(rc),
-               resp->attempts, resp->attempts == 1 ? "" : "s");
+  /* The URL without its query: a SAS token or a presigned signature lives there. */
+  storage_fail(err, "IO_ERROR", "%s %.*s: %s (after %d attempt%s)", req->method, (int)strcspn(req->url, "?"), req->url,
+               curl_easy_strerror(rc), resp->attempts, resp->attempts == 1 ? "" : "s");
   return 0;
 }
 

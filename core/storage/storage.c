@@ -90,7 +90,8 @@ static int open_object_store(lua_State *L, int kind, int cfg) {
 }
 
 /* storage.open(path | "file://path" | "s3://bucket/prefix" | "az://..." |
- *   "gs://..." | {backend=, path= | url= | bucket=, ...}) */
+ *   "gs://..." | {backend=, path= | url= | bucket=, ...}) ; a URL may be
+ * followed by a table of the backend's other keys (credentials...). */
 static int storage_open(lua_State *L) {
   const char *backend = "filesystem", *path = NULL;
   storage_error err = {"", NULL};
@@ -116,7 +117,7 @@ static int storage_open(lua_State *L) {
     if (strncmp(path, "file://", 7) == 0) {
       path += 7;
     } else if (strstr(path, "://")) {
-      int kind = url_to_table(L, path, 0);
+      int kind = url_to_table(L, path, lua_istable(L, 2) ? 2 : 0);
       if (kind < 0)
         return kalua_fail(L, lua_pushfstring(L, "unknown storage URL '%s' (file://, s3://, az:// or gs://)", path),
                           "UNSUPPORTED");
