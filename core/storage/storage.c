@@ -12,10 +12,13 @@
  *
  * Failures return nil, message, name (NOT_FOUND, NO_SPACE, PERMISSION_DENIED,
  * INVALID_KEY, IO_ERROR, UNSUPPORTED). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kalua_util.h"
+#include <curl/curl.h>
+
 #include "storage/storage.h"
 
 #define READ_CHUNK 65536
@@ -132,6 +135,23 @@ static int storage_open(lua_State *L) {
   s->self = storage_fs_open(path, &err);
   if (s->self == NULL) return push_error(L, &err);
   s->where = strdup(path);
+  return 1;
+}
+
+/* store:presign(method, key, expires_seconds) -> URL (S3 only): a link that
+ * works without credentials until it expires. */
+static int store_presign(lua_State *L) {
+  store_ud *s = check_store(L);
+  const char *method = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
+  long expires = (long)luaL_optinteger(L, 4, 3600);
+  storage_error err = {"", NULL};
+  char *url;
+  if (s->backend != &storage_s3_backend)
+    return kalua_fail(L, lua_pushfstring(L, "presigned URLs are for s3 storage, not %s", s->backend->name), "UNSUPPORTED");
+  if (expires < 1 || expires > 604800) return luaL_argerror(L, 4, "expires must be 1 .. 604800 seconds (7 days)");
+  if ((url = s3_presign(s->self, method, key, expires, &err)) == NULL) return push_error(L, &err);
+  lua_pushstring(L, url);
+  free(url);
   return 1;
 }
 
@@ -355,7 +375,7 @@ static int reader_close(lua_State *L) {
 
 static const luaL_Reg store_methods[] = {
   {"put", store_put}, {"get", store_get}, {"stat", store_stat}, {"list", store_list},
-  {"delete", store_delete}, {"open_writer", store_open_writer}, {"open_reader", store_open_reader},
+  {"delete", store_delete}, {"presign", store_presign}, {"open_writer", store_open_writer}, {"open_reader", store_open_reader},
   {NULL, NULL}
 };
 
@@ -373,7 +393,13 @@ static const luaL_Reg storage_funcs[] = {
   {NULL, NULL}
 };
 
+/* libcurl wants its global set-up once per process before any thread uses
+ * it; every object store shares it. */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 int luaopen_kalua_storage(lua_State *L) {
+  pthread_once(&curl_once, init_curl);
   kalua_newtype(L, STORE_MT, store_methods, store_close, store_tostring);
   kalua_newtype(L, WRITER_MT, writer_methods, writer_abort, NULL);
   kalua_newtype(L, READER_MT, reader_methods, reader_close, NULL);

@@ -59,6 +59,8 @@ extern const storage_backend storage_fs_backend;
 typedef void *(*storage_open_fn)(lua_State *L, int idx, storage_error *err);
 void *storage_s3_open(lua_State *L, int idx, storage_error *err);
 extern const storage_backend storage_s3_backend;
+/* A presigned URL for method on key, valid for expires seconds (malloc'd). */
+char *s3_presign(void *self, const char *method, const char *key, long expires, storage_error *err);
 void *storage_azure_open(lua_State *L, int idx, storage_error *err);
 extern const storage_backend storage_azure_backend;
 void *storage_gcs_open(lua_State *L, int idx, storage_error *err);
