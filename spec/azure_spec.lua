@@ -10,38 +10,10 @@ local json = require "kalua.json"
 local proc = require "proc"
 local rig = require "rig"
 
-local VERSION = "2021-08-06"
+local azurite = require "azurite"
 
--- The rig's Azurite; rig.env fails each spec with a clear message when unset.
-local function azurite()
-  return {
-    endpoint = rig.env("KALUA_RIG_AZURE_ENDPOINT"),
-    account = rig.env("KALUA_RIG_AZURE_ACCOUNT"),
-    key = rig.env("KALUA_RIG_AZURE_KEY"),
-    sas = rig.env("KALUA_RIG_AZURE_SAS"),
-    sas_expired = rig.env("KALUA_RIG_AZURE_SAS_EXPIRED"),
-  }
-end
-
--- A REST call with the rig's SAS through curl (containers are not kalua's
--- business): returns the HTTP status and the body.
-local function rest(az, method, path, query)
-  local out = os.tmpname()
-  local url = ("%s/%s?%s%s"):format(az.endpoint, path, query and (query .. "&") or "", az.sas)
-  local p = io.popen(("curl -s -o %s -w '%%{http_code}' -X %s -H 'x-ms-version: %s' %s"):format(
-    proc.quote(out), method, VERSION, proc.quote(url)))
-  local code = tonumber(p:read("a"))
-  p:close()
-  local body = proc.read_file(out)
-  os.remove(out)
-  return code, body
-end
-
-local function new_container(az)
-  local name = ("spec-%d-%d"):format(os.time(), math.random(1e8))
-  assert.are.equal(201, (rest(az, "PUT", name, "restype=container")))
-  return name
-end
+local rest, new_container = azurite.rest, azurite.new_container
+azurite = azurite.settings
 
 local function keys_of(list)
   local out = {}

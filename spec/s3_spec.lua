@@ -463,6 +463,36 @@ storage:
     end
   end)
 
+  it("names no partial object when uploads keep failing, and resumes once they work", function()
+    local cfg = config("backup", "KALUA_RIG_S3_SECRET_KEY", "backup:\n  segment_max_records: 40\n")
+    proc.write_file(cfg, proc.read_file(cfg):gsub("backup_id: s3%-nightly", "backup_id: s3-faulty"))
+    -- every upload of partition 1's segments answers 503, past every retry
+    fault { status = 503, count = 1000, method = "PUT", path = ("/s3-faulty/topics/%s/1/"):format(source) }
+    local r = proc.run { proc.kalua(), "backup", "--config", cfg }
+    peer("DELETE", "/__faults")
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:match("^kalua backup: [^\n]*503[^\n]*\n$"), r.stderr)
+    local store <close> = assert(storage.open { backend = "s3", bucket = bucket, prefix = prefix, endpoint = endpoint,
+      access_key = rig.env("KALUA_RIG_S3_ACCESS_KEY"), secret_key = secret_key })
+    assert.is_nil((store:stat("s3-faulty/manifest.json")))
+    -- the checkpoint (when partition 0 got one out first) names only whole segments
+    local data = store:get("s3-faulty/checkpoint.json")
+    for key, p in pairs(data and assert(json.decode(data)).partitions or {}) do
+      for _, seg in ipairs(p.segments) do
+        local rd <close> = assert(segment.open(store, seg.key))
+        assert(rd:verify(true))
+      end
+      if key:match("/1$") then assert.are.equal(0, #p.segments) end
+    end
+    assert.are.same({}, store:list(("s3-faulty/topics/%s/1/"):format(source)))
+
+    r = proc.run { proc.kalua(), "backup", "--config", cfg }
+    assert.are.equal(0, r.code, r.stderr)
+    r = proc.run { proc.kalua(), "validate", "--config", cfg, "s3-faulty", "--deep" }
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("300 records", 1, true), r.stdout)
+  end)
+
   it("fails in one line, exit 1, without the secret, on a wrong secret_key", function()
     local wrong = "wrong-" .. secret_key:reverse()
     local path = config("backup", "WRONG_SECRET")

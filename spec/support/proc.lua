@@ -19,14 +19,15 @@ M.read_file = read_file
 -- (name -> value, or false to unset). Returns { stdout=, stderr=, code= }.
 function M.run(argv, opts)
   opts = opts or {}
-  local words = {}
+  local unset, set = {}, {}
   for name, value in pairs(opts.env or {}) do
     if value == false then
-      words[#words + 1] = "-u " .. name
+      unset[#unset + 1] = "-u " .. name -- env takes options before assignments
     else
-      words[#words + 1] = name .. "=" .. shell_quote(value)
+      set[#set + 1] = name .. "=" .. shell_quote(value)
     end
   end
+  local words = table.move(set, 1, #set, #unset + 1, unset)
   local cmd = "env " .. table.concat(words, " ")
   for _, a in ipairs(argv) do cmd = cmd .. " " .. shell_quote(a) end
   local err_path = os.tmpname()
