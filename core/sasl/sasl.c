@@ -11,8 +11,9 @@
  *   })
  *   sasl.mechanisms()   -- built-in and registered names, sorted
  *
- * A failed exchange (wrong server signature, a refusal) returns nil,
- * message, "SASL_AUTHENTICATION"; calling out of order raises. Secrets are
+ * A failed exchange (wrong server signature, a refusal, a KDC that says
+ * no) returns nil, message, "SASL_AUTHENTICATION" from start or step;
+ * calling out of order raises. Secrets are
  * wiped when a C mechanism is closed. Registered mechanisms live in this
  * Lua state's registry: two states never share them. */
 #include <stdlib.h>
@@ -87,7 +88,8 @@ static int mech_start(lua_State *L) {
   sasl_bytes out = {NULL, 0};
   char err[SASL_ERR_MAX] = "";
   if (u->started) return luaL_error(L, "%s: start() called twice", u->type->name);
-  if (!u->type->start(u->m, &out, err)) return luaL_error(L, "%s", err);
+  /* GSSAPI's start asks the KDC: its failures are expected ones */
+  if (!u->type->start(u->m, &out, err)) return kalua_fail(L, err, "SASL_AUTHENTICATION");
   u->started = 1;
   return push_bytes(L, &out);
 }
