@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kafka/kafka_internal.h"
+#include "kafka/relay.h"
 
 struct friendly_key {
   const char *name;
@@ -115,6 +116,35 @@ static int translate(lua_State *L) {
   return 2;
 }
 
+/* A kalua.* property from kalua.config: settings for kalua's auth relay,
+ * which then carries the client's SASL (librdkafka speaks PLAINTEXT to it). */
+static int set_relay_property(lua_State *L, kafka_client *c, const char *name, int vidx) {
+  char err[256], msg[400];
+  const char *value;
+  lua_pushvalue(L, vidx);
+  value = property_value(L, -1);
+  if (value == NULL) {
+    lua_pop(L, 1);
+    snprintf(msg, sizeof msg, "%s: expected a string, number or boolean", name);
+    kafka_fail_msg(L, c, msg, "_INVALID_ARG");
+    return 0;
+  }
+  if (c->relay == NULL && (c->relay = relay_new(c)) == NULL) {
+    lua_pop(L, 1);
+    kafka_fail_msg(L, c, "cannot start the auth relay: out of memory", "_INVALID_ARG");
+    return 0;
+  }
+  if (strcmp(name, "kalua.sasl.password") == 0 || strcmp(name, "kalua.sasl.token") == 0) remember_secret(c, value);
+  if (strcmp(name, "kalua.sasl.mechanism") == 0) snprintf(c->mechanism, sizeof c->mechanism, "%s", value);
+  if (!relay_set(c->relay, name, value, err, sizeof err)) {
+    lua_pop(L, 1);
+    kafka_fail_msg(L, c, err, "_INVALID_ARG");
+    return 0;
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
 static int apply_translated(lua_State *L, int idx, rd_kafka_conf_t *conf, kafka_client *c) {
   int flat;
   lua_pushcfunction(L, translate);
@@ -134,12 +164,21 @@ static int apply_translated(lua_State *L, int idx, rd_kafka_conf_t *conf, kafka_
   while (lua_next(L, flat)) {
     const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
     /* kalua.* entries are for kalua's own SASL engine, not librdkafka. */
-    if (name && strncmp(name, "kalua.", 6) != 0 && !set_property(L, conf, c, name, lua_gettop(L))) {
+    if (name && strncmp(name, "kalua.", 6) == 0) {
+      if (!set_relay_property(L, c, name, lua_gettop(L))) return 0;
+    } else if (name && !set_property(L, conf, c, name, lua_gettop(L))) {
       return 0;
     }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  if (c->relay) {
+    char err[256];
+    if (!relay_check(c->relay, err, sizeof err)) {
+      kafka_fail_msg(L, c, err, "_INVALID_ARG");
+      return 0;
+    }
+  }
   return 1;
 }
 
@@ -204,6 +243,7 @@ rd_kafka_conf_t *kafka_conf_from_table(lua_State *L, int idx, kafka_client *c) {
   if (needs_translation(L, idx) && !apply_translated(L, idx, conf, c)) goto failed;
   if (!apply_keys(L, idx, conf, c)) goto failed;
   kafka_install_callbacks(conf, c);
+  if (c->relay) relay_install(c->relay, conf);
   return conf;
 failed:
   rd_kafka_conf_destroy(conf);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kafka/kafka_internal.h"
+#include "kafka/relay.h"
 
 void kafka_client_init(kafka_client *c, const char *kind) {
   memset(c, 0, sizeof *c);
@@ -18,6 +19,8 @@ void kafka_client_init(kafka_client *c, const char *kind) {
 
 void kafka_client_release(kafka_client *c) {
   size_t i;
+  relay_destroy(c->relay); /* joins its threads before the lock goes */
+  c->relay = NULL;
   for (i = 0; i < c->dr_len; i++) free(c->dr[i].topic);
   free(c->dr);
   c->dr = NULL;
@@ -127,7 +130,8 @@ int kafka_fail_msg(lua_State *L, kafka_client *c, const char *msg, const char *n
 int kafka_fail(lua_State *L, kafka_client *c, rd_kafka_resp_err_t err, const char *what) {
   char msg[1024];
   rd_kafka_resp_err_t auth, last;
-  char auth_str[KAFKA_ERRSTR_MAX], last_str[KAFKA_ERRSTR_MAX];
+  char auth_str[KAFKA_ERRSTR_MAX], last_str[KAFKA_ERRSTR_MAX], relay_str[KAFKA_ERRSTR_MAX];
+  int relay_auth = 0, relay_cause = 0;
   if (c && c->rk) rd_kafka_poll(c->rk, 0); /* serve pending error callbacks */
   if (c) {
     pthread_mutex_lock(&c->lock);
@@ -140,6 +144,12 @@ int kafka_fail(lua_State *L, kafka_client *c, rd_kafka_resp_err_t err, const cha
     auth = last = RD_KAFKA_RESP_ERR_NO_ERROR;
     auth_str[0] = last_str[0] = '\0';
   }
+  /* Behind the relay librdkafka only sees a closed socket: the relay's own
+   * reason (connect refused, ...) explains it better. */
+  if (c && c->relay && relay_last_failure(c->relay, relay_str, sizeof relay_str, &relay_auth) && !relay_auth) {
+    memcpy(last_str, relay_str, sizeof last_str);
+    relay_cause = 1;
+  }
   if (auth) {
     if (c->mechanism[0] && strstr(auth_str, c->mechanism) == NULL)
       snprintf(msg, sizeof msg, "%s: SASL authentication failed with mechanism %s: %s", what, c->mechanism, auth_str);
@@ -147,7 +157,7 @@ int kafka_fail(lua_State *L, kafka_client *c, rd_kafka_resp_err_t err, const cha
       snprintf(msg, sizeof msg, "%s: %s", what, auth_str);
     return push_failure(L, c, msg, rd_kafka_err2name(auth));
   }
-  if (last && last != err &&
+  if (((last && last != err) || relay_cause) &&
       (err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)) {
     snprintf(msg, sizeof msg, "%s: %s (%s)", what, rd_kafka_err2str(err), last_str);
@@ -369,6 +379,30 @@ static int kafka_err2name(lua_State *L) {
   return 1;
 }
 
+/* client:relay_stats() -> {connections=, authentications=, failures=, ...},
+ * or nil when kalua's auth relay does not carry this client. */
+static int client_relay_stats(lua_State *L) {
+  kafka_client *c = luaL_testudata(L, 1, KAFKA_PRODUCER_MT);
+  if (c == NULL) c = luaL_testudata(L, 1, KAFKA_CONSUMER_MT);
+  if (c == NULL) c = luaL_checkudata(L, 1, KAFKA_ADMIN_MT);
+  if (c->rk == NULL) return luaL_error(L, "the %s is closed", c->kind);
+  if (c->relay == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  relay_push_stats(L, c->relay);
+  return 1;
+}
+
+/* Adds the methods every client type shares to its metatable's __index. */
+static void add_client_methods(lua_State *L, const char *mt) {
+  luaL_getmetatable(L, mt);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, client_relay_stats);
+  lua_setfield(L, -2, "relay_stats");
+  lua_pop(L, 2);
+}
+
 static const luaL_Reg kafka_funcs[] = {
   {"producer", kafka_producer_new},
   {"consumer", kafka_consumer_new},
@@ -383,6 +417,9 @@ int luaopen_kalua_kafka(lua_State *L) {
   kafka_open_producer(L);
   kafka_open_consumer(L);
   kafka_open_admin(L);
+  add_client_methods(L, KAFKA_PRODUCER_MT);
+  add_client_methods(L, KAFKA_CONSUMER_MT);
+  add_client_methods(L, KAFKA_ADMIN_MT);
   luaL_newlib(L, kafka_funcs);
   return 1;
 }

@@ -50,6 +50,8 @@ typedef struct kafka_client {
   char *secrets[KAFKA_SECRETS_MAX];
   char mechanism[32];
   int log_to_stderr;
+  /* kalua's auth relay (relay.h), when kalua runs SASL for this client. */
+  struct kafka_relay *relay;
 } kafka_client;
 
 /* A batch of consumed messages, still owned by librdkafka's structures:

@@ -10,9 +10,9 @@
 -- Numeric strings are accepted for integers and numbers for strings, since
 -- `${VAR}` substitutions are always strings.
 --
--- client_properties returns only librdkafka properties. Settings meant for
--- kalua's own SASL engine (GSSAPI over MIT krb5, Lua mechanisms) will be
--- returned as `kalua.*` keys, which kalua.kafka strips before librdkafka.
+-- client_properties returns librdkafka properties, plus `kalua.*` keys for
+-- kalua's auth relay (security.sasl_relay, OAUTHBEARER, GSSAPI), which
+-- kalua.kafka gives to the relay instead of librdkafka.
 local yaml = require "kalua.yaml"
 
 local M = {}
@@ -36,6 +36,7 @@ local SECURITY = section {
   ssl_key_password = str(), ssl_endpoint_identification = bool(),
   sasl_kerberos_service_name = str(), sasl_keytab_path = str(), sasl_krb5_config_path = str(),
   sasl_jaas_config = str(), sasl_principal = str(), sasl_lua_mechanism = str(),
+  sasl_relay = bool(), sasl_oauthbearer_token = str(),
 }
 
 local TOPICS = section { include = { kind = "strings" }, exclude = { kind = "strings" } }
@@ -255,8 +256,13 @@ local MECHANISMS = {
   ["SCRAM-SHA-512"] = "SCRAM-SHA-512", ["SCRAM-SHA512"] = "SCRAM-SHA-512",
 }
 
--- Mechanisms that kalua's own SASL engine will run (not librdkafka).
+-- Mechanisms only kalua's own SASL engine runs (not librdkafka): through the
+-- auth relay, or (AUTO) not yet.
 local ENGINE_MECHANISMS = { GSSAPI = true, OAUTHBEARER = true, AUTO = true }
+-- Mechanisms the auth relay runs with kalua's C mechanisms (kalua.sasl).
+local RELAY_MECHANISMS = {
+  PLAIN = true, ["SCRAM-SHA-256"] = true, ["SCRAM-SHA-512"] = true, OAUTHBEARER = true, GSSAPI = true,
+}
 
 local function readable(key, path)
   local f, err = io.open(path, "r")
@@ -300,17 +306,54 @@ local function add_tls(props, sec)
   return true
 end
 
+local function truthy(v) return v == true or v == "true" end
+
+-- kalua's auth relay runs the SASL exchange: librdkafka speaks PLAINTEXT
+-- to it and gets the settings as kalua.* keys (see core/kafka/relay.h).
+local function add_relay(props, sec, protocol, mechanism)
+  if protocol == "SASL_SSL" then
+    return nil, "sasl_relay does not do TLS yet: use security_protocol SASL_PLAINTEXT, "
+      .. "or SASL_SSL without sasl_relay (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+  end
+  if (mechanism == "PLAIN" or mechanism:find("^SCRAM")) and not (sec.sasl_username and sec.sasl_password) then
+    return nil, ("sasl_mechanism %s needs sasl_username and sasl_password"):format(mechanism)
+  end
+  if mechanism == "OAUTHBEARER" and not sec.sasl_oauthbearer_token then
+    return nil, "sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_token"
+  end
+  props["security.protocol"] = "plaintext"
+  props["kalua.relay"] = "true"
+  props["kalua.sasl.mechanism"] = mechanism
+  local keys = {
+    sasl_username = "kalua.sasl.username", sasl_password = "kalua.sasl.password",
+    sasl_oauthbearer_token = "kalua.sasl.token", sasl_keytab_path = "kalua.sasl.keytab",
+    sasl_principal = "kalua.sasl.principal", sasl_kerberos_service_name = "kalua.sasl.service",
+    sasl_krb5_config_path = "kalua.sasl.krb5_config",
+  }
+  for key, prop in pairs(keys) do
+    if sec[key] ~= nil then props[prop] = tostring(sec[key]) end
+  end
+  return true
+end
+
 local function add_sasl(props, sec, protocol)
   if sec.sasl_lua_mechanism then
-    return nil, "sasl_lua_mechanism needs kalua's SASL engine (auth relay), which this build does not have yet"
+    return nil, "sasl_lua_mechanism needs kalua's SASL engine for Lua mechanisms, which this build does not have yet"
   end
   local raw = sec.sasl_mechanism
   if raw == nil then
     return nil, ("security_protocol %s needs sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"):format(protocol)
   end
   local upper = tostring(raw):upper()
-  if ENGINE_MECHANISMS[upper] then
-    return nil, ("sasl_mechanism %s needs kalua's SASL engine (auth relay), which this build does not have yet"):format(upper)
+  if upper == "AUTO" then return nil, "sasl_mechanism auto (KIP-43 negotiation) is not implemented yet" end
+  local relay = truthy(sec.sasl_relay) or upper == "OAUTHBEARER"
+  if ENGINE_MECHANISMS[upper] and not relay then
+    return nil, ("sasl_mechanism %s needs kalua's SASL engine: set security.sasl_relay: true"):format(upper)
+  end
+  if relay then
+    local mechanism = MECHANISMS[upper] or upper
+    if not RELAY_MECHANISMS[mechanism] then return nil, ("unknown sasl_mechanism '%s'"):format(tostring(raw)) end
+    return add_relay(props, sec, protocol, mechanism)
   end
   local mechanism = MECHANISMS[upper]
   if not mechanism then return nil, ("unknown sasl_mechanism '%s'"):format(tostring(raw)) end

@@ -1,0 +1,47 @@
+/* kalua's auth relay: SASL for librdkafka clients, done by kalua.
+ *
+ * librdkafka's socket_cb gives a client one end of a socket pair, which it
+ * treats as a connected PLAINTEXT broker socket. connect_cb (called with
+ * librdkafka's broker lock held) only starts a relay thread and returns:
+ * that thread opens the real TCP connection to the broker address, runs
+ * SaslHandshake v1 + SaslAuthenticate v1 (KIP-43, KIP-152) with a fresh
+ * kalua.sasl C mechanism instance, then moves Kafka frames both ways,
+ * tracking frame boundaries and correlation ids (room for KIP-368
+ * re-authentication).
+ *
+ * The relay belongs to one kafka_client: no state is shared between
+ * clients or Lua states. relay_destroy wakes and joins every thread. */
+#ifndef KALUA_KAFKA_RELAY_H
+#define KALUA_KAFKA_RELAY_H
+
+#include <stddef.h>
+
+#include <librdkafka/rdkafka.h>
+#include <lua.h>
+
+struct kafka_client;
+typedef struct kafka_relay kafka_relay;
+
+/* A relay for client c, configured by kalua.sasl.* properties. */
+kafka_relay *relay_new(struct kafka_client *c);
+/* Sets one kalua.* property (name with the prefix); 0 with err on an
+ * unknown name. */
+int relay_set(kafka_relay *r, const char *name, const char *value, char *err, size_t errlen);
+/* Checks the settings once all are set; 0 with err. */
+int relay_check(kafka_relay *r, char *err, size_t errlen);
+/* Installs socket_cb, connect_cb and closesocket_cb on conf (whose opaque
+ * is the kafka_client). */
+void relay_install(kafka_relay *r, rd_kafka_conf_t *conf);
+/* Stops and joins every relay thread, closes its sockets, wipes secrets. */
+void relay_destroy(kafka_relay *r);
+
+/* The relay's last failure when it has not connected since (0 if none);
+ * *is_auth tells an authentication failure from a transport one. */
+int relay_last_failure(kafka_relay *r, char *buf, size_t len, int *is_auth);
+/* Pushes {connections=, active=, authentications=, failures=, reauthentications=,
+ * requests=, responses=, unmatched_responses=, session_lifetime_ms=, mechanism=,
+ * last_error=}. unmatched_responses counts responses whose correlation id
+ * was not the oldest request in flight (0 unless framing went wrong). */
+void relay_push_stats(lua_State *L, kafka_relay *r);
+
+#endif

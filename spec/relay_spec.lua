@@ -1,0 +1,164 @@
+-- kalua's auth relay: librdkafka speaks PLAINTEXT to a socket pair, the
+-- relay does SaslHandshake + SaslAuthenticate with kalua's own C mechanisms
+-- against the rig's real broker, then forwards Kafka frames.
+local kafka = require "kalua.kafka"
+local rig = require "rig"
+
+local monotonic = require("kalua.clock").now
+
+local function relayed(mechanism, extra)
+  local security = {
+    security_protocol = "SASL_PLAINTEXT", sasl_mechanism = mechanism, sasl_relay = true,
+    sasl_username = rig.env(mechanism == "PLAIN" and "KAFKA_PLAIN_USER" or "KAFKA_SCRAM_USER"),
+    sasl_password = rig.env(mechanism == "PLAIN" and "KAFKA_PLAIN_PASSWORD" or "KAFKA_SCRAM_PASSWORD"),
+  }
+  for k, v in pairs(extra or {}) do security[k] = v end
+  return { bootstrap_servers = rig.env("KAFKA_SASL_PLAINTEXT"), security = security }
+end
+
+-- Every connection the relay opened authenticated with kalua's mechanism.
+local function assert_all_authenticated(client, mechanism)
+  local s = assert(client:relay_stats())
+  assert.are.equal(mechanism, s.mechanism)
+  assert.are.equal(0, s.failures, s.last_error)
+  assert.is_true(s.authentications > 0)
+  assert.is_true(s.authentications <= s.connections)
+  assert.are.equal(0, s.reauthentications)
+  assert.are.equal(0, s.unmatched_responses) -- frames and correlation ids followed exactly
+  return s
+end
+
+-- Produces once, then flushes; returns the first failure (message, name).
+local function first_error(conf)
+  local producer, msg, name = kafka.producer(conf)
+  if not producer then return msg, name end
+  local ok
+  ok, msg, name = producer:produce { topic = rig.topic("relay-bad"), value = "x" }
+  if ok then ok, msg, name = producer:flush(8000) end
+  producer:close()
+  assert.is_nil(ok)
+  return msg, name
+end
+
+describe("the auth relay", function()
+  local admin
+
+  setup(function()
+    admin = assert(kafka.admin { bootstrap_servers = rig.env("KAFKA_PLAINTEXT") })
+  end)
+
+  teardown(function() admin:close() end)
+
+  for _, mechanism in ipairs { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" } do
+    it("carries an idempotent producer and a consumer group with " .. mechanism, function()
+      local topic = rig.topic("relay")
+      assert(admin:create_topics { { name = topic, partitions = 3, replication_factor = 1 } })
+      local n = 2000
+      local conf = relayed(mechanism)
+      local producer <close> = assert(kafka.producer(rig.with(conf, { idempotence = true, acks = "all" })))
+      for i = 1, n do
+        assert(producer:produce { topic = topic, key = "k" .. i, value = ("record %d "):format(i):rep(8) })
+      end
+      assert(producer:flush(30000))
+      assert.is_nil(producer:relay_stats().last_error)
+      assert_all_authenticated(producer, mechanism)
+
+      local group = rig.topic("relay-group")
+      local consumer <close> = assert(kafka.consumer(rig.with(conf,
+        { group_id = group, ["auto.offset.reset"] = "earliest" })))
+      assert(consumer:subscribe { topic })
+      local seen, count = {}, 0
+      for _ = 1, 120 do
+        local batch = assert(consumer:poll_batch(1000, 500))
+        for r in batch:records() do
+          if not seen[r.key] then count = count + 1 end
+          seen[r.key] = r.value
+        end
+        if count >= n then break end
+      end
+      assert.are.equal(n, count)
+      assert.are.equal(("record 7 "):rep(8), seen.k7)
+      assert(consumer:commit())
+      local s = assert_all_authenticated(consumer, mechanism)
+      assert.is_true(s.requests > 0 and s.responses > 0)
+      assert(admin:delete_topics { topic })
+    end)
+  end
+
+  for _, mechanism in ipairs { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" } do
+    it("names the mechanism and the broker's reason on a wrong password with " .. mechanism, function()
+      local password = "wrong-" .. math.random(1e9)
+      local msg, name = first_error(relayed(mechanism, { sasl_password = password }))
+      assert.are.equal("_AUTHENTICATION", name, msg)
+      assert.truthy(msg:find("SASL authentication failed with mechanism " .. mechanism, 1, true), msg)
+      assert.truthy(msg:find("invalid credentials", 1, true) or msg:find("SASL_AUTHENTICATION_FAILED", 1, true), msg)
+      assert.falsy(msg:find(password, 1, true), "the password leaked into the error")
+      assert.falsy(msg:find("\n", 1, true), msg)
+    end)
+  end
+
+  it("lists the broker's mechanisms when the listener does not enable the chosen one", function()
+    local token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9."
+    local msg, name = first_error {
+      bootstrap_servers = rig.env("KAFKA_SASL_PLAINTEXT"),
+      security = { security_protocol = "SASL_PLAINTEXT", sasl_mechanism = "OAUTHBEARER",
+        sasl_oauthbearer_token = token },
+    }
+    assert.are.equal("_AUTHENTICATION", name, msg)
+    assert.truthy(msg:find("does not enable OAUTHBEARER", 1, true), msg)
+    local list = msg:match("it enables: (.*)$")
+    assert.is_string(list, msg)
+    for _, m in ipairs { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" } do assert.truthy(list:find(m, 1, true), msg) end
+    assert.falsy(msg:find(token, 1, true), "the token leaked into the error")
+  end)
+
+  it("fails in bounded time with the relay's reason when no broker listens", function()
+    local conf = relayed("SCRAM-SHA-512")
+    conf.bootstrap_servers = "127.0.0.1:1"
+    local a = assert(kafka.admin(conf))
+    local t0 = monotonic()
+    local topics, msg, name = a:metadata { timeout_ms = 3000 }
+    local elapsed = monotonic() - t0
+    local stats = a:relay_stats()
+    a:close()
+    assert.is_nil(topics)
+    assert.truthy(name == "_TRANSPORT" or name == "_TIMED_OUT" or name == "_ALL_BROKERS_DOWN", name)
+    assert.truthy(msg:find("127.0.0.1:1", 1, true) and msg:find("refused", 1, true), msg)
+    assert.is_true(elapsed < 10)
+    assert.is_true(stats.failures > 0)
+    assert.are.equal(0, stats.authentications)
+  end)
+
+  it("refuses SASL_SSL until the relay does TLS", function()
+    local conf = relayed("PLAIN")
+    conf.bootstrap_servers = rig.env("KAFKA_SASL_SSL")
+    conf.security.security_protocol = "SASL_SSL"
+    conf.security.ssl_ca_location = rig.env("KALUA_RIG_CA")
+    local p, msg = kafka.producer(conf)
+    assert.is_nil(p)
+    assert.truthy(msg:find("sasl_relay does not do TLS yet", 1, true), msg)
+  end)
+
+  it("opens and closes 20 relayed clients without hanging", function()
+    local t0 = monotonic()
+    for i = 1, 20 do
+      local kind = ({ "producer", "consumer", "admin" })[i % 3 + 1]
+      local c = assert(kafka[kind](relayed(i % 2 == 0 and "PLAIN" or "SCRAM-SHA-256")))
+      if kind == "admin" and i % 2 == 0 then assert(c:metadata { timeout_ms = 5000 }) end
+      if kind == "producer" then assert(c:produce { topic = rig.topic("relay-close"), value = "x" }) end
+      c:close()
+    end
+    -- and some left to the garbage collector, mid-handshake
+    for i = 1, 5 do assert(kafka.admin(relayed(i % 2 == 0 and "PLAIN" or "SCRAM-SHA-512"))) end
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(monotonic() - t0 < 60)
+  end)
+
+  it("is not used unless asked for", function()
+    local conf = relayed("PLAIN")
+    conf.security.sasl_relay = nil
+    local a <close> = assert(kafka.admin(conf))
+    assert.is_nil(a:relay_stats())
+  end)
+end)
