@@ -5,6 +5,7 @@ local kafka = require "kalua.kafka"
 local rig = require "rig"
 
 local monotonic = require("kalua.clock").now
+local proc_read = require("proc").read_file
 
 local function relayed(mechanism, extra)
   local security = {
@@ -160,5 +161,47 @@ describe("the auth relay", function()
     conf.security.sasl_relay = nil
     local a <close> = assert(kafka.admin(conf))
     assert.is_nil(a:relay_stats())
+  end)
+end)
+
+describe("the auth relay with GSSAPI", function()
+  -- alice's keytab against the rig's GSSAPI listener; krb5.conf is set once
+  -- per process, and every spec here uses the rig's.
+  local function kerberos(extra)
+    local security = {
+      security_protocol = "SASL_PLAINTEXT", sasl_mechanism = "GSSAPI", sasl_relay = true,
+      sasl_keytab_path = rig.env("KALUA_RIG_ALICE_KEYTAB"), sasl_principal = rig.env("KALUA_RIG_ALICE_PRINCIPAL"),
+      sasl_kerberos_service_name = "kafka", sasl_krb5_config_path = rig.env("KRB5_RIG_CONFIG"),
+    }
+    for k, v in pairs(extra or {}) do security[k] = v end
+    return { bootstrap_servers = rig.env("KAFKA_GSSAPI"), security = security }
+  end
+
+  it("produces and consumes as alice with kalua's GSSAPI, no environment touched", function()
+    local topic = rig.topic("relay-gssapi")
+    local admin <close> = assert(kafka.admin(kerberos()))
+    assert(admin:create_topics { { name = topic, partitions = 1, replication_factor = 1 } })
+    local p <close> = assert(kafka.producer(kerberos()))
+    for i = 1, 200 do assert(p:produce { topic = topic, partition = 0, value = "k" .. i }) end
+    assert(p:flush(20000))
+    assert_all_authenticated(p, "GSSAPI")
+    local c <close> = assert(kafka.consumer(kerberos()))
+    assert(c:assign { { topic = topic, partition = 0, offset = "beginning" } })
+    local n = 0
+    for _ = 1, 40 do
+      local batch <close> = assert(c:poll_batch(500, 250))
+      n = n + #batch
+      if n >= 200 then break end
+    end
+    assert.are.equal(200, n)
+    assert_all_authenticated(c, "GSSAPI")
+    assert.is_nil(os.getenv("KRB5CCNAME"))
+    assert.truthy(proc_read(rig.env("KALUA_RIG_LOG")):find("authenticationID=alice@", 1, true))
+  end)
+
+  it("names a missing keytab in one line, before any traffic", function()
+    local msg = first_error(kerberos { sasl_keytab_path = "/nonexistent/alice.keytab" })
+    assert.truthy(msg:find("keytab /nonexistent/alice.keytab", 1, true), msg)
+    assert.is_nil(msg:find("\n", 1, true))
   end)
 end)
