@@ -1,5 +1,6 @@
 local storage = require "kalua.storage"
 local proc = require "proc"
+local contract = require "storage_contract"
 
 describe("kalua.storage on the filesystem", function()
   local dir, store
@@ -15,21 +16,11 @@ describe("kalua.storage on the filesystem", function()
   end)
 
   it("puts and gets binary objects under nested keys", function()
-    local data = ("\0\1\2\255kalua"):rep(10000)
-    assert(store:put("backup-1/topics/orders/0/00000000000000000000.kseg", data))
-    assert.are.equal(data, store:get("backup-1/topics/orders/0/00000000000000000000.kseg"))
-    assert.are.equal("", (function() assert(store:put("empty", "")) return store:get("empty") end)())
+    contract.binary_round_trip(store)
   end)
 
   it("reads byte ranges", function()
-    assert(store:put("r", "0123456789"))
-    assert.are.equal("3456", store:get("r", 3, 4))
-    assert.are.equal("789", store:get("r", 7))
-    assert.are.equal("", store:get("r", 20, 5))
-    local reader <close> = assert(store:open_reader("r", 2, 5))
-    assert.are.equal("23", reader:read(2))
-    assert.are.equal("456", reader:read(100))
-    assert.is_nil(reader:read())
+    contract.ranged_reads(store)
   end)
 
   it("publishes a streamed object only on commit", function()
