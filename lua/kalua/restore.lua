@@ -179,8 +179,13 @@ local function target_state(ctx, topic, partition)
   end
   if not low then return nil, ("%s [%d]: cannot read the end offset: %s"):format(topic, partition, high) end
   if not t then
+    -- Recorded (by restore_wave) before the first record is sent: were it
+    -- learnt only after a flush, a kill in between would make what this
+    -- restore delivered look like someone else's records, and a rerun
+    -- would write them again.
     t = { base = high, next = high }
     ctx.ckpt.targets[tkey] = t
+    ctx.new_targets = true
     return t, 0
   end
   if high < t.next then
@@ -212,9 +217,7 @@ end
 
 -- Sends one segment into its target partition (not yet flushed).
 local function send_segment(ctx, item)
-  local entry, part, seg = item.entry, item.part, item.seg
-  local t, extra = target_state(ctx, entry.target, part.target)
-  if not t then return nil, extra end
+  local entry, part, seg, t, extra = item.entry, item.part, item.seg, item.target, item.extra
   local reader, err = segment.open(ctx.store, seg.key)
   if not reader then return nil, err end
   local w = ctx.plan.window
@@ -232,7 +235,7 @@ local function send_segment(ctx, item)
       entry.target, part.target, skip_left)
   end
   ctx.produced = ctx.produced + sent
-  item.target, item.sent, item.runs, item.extra = t, sent, runs, extra
+  item.sent, item.runs = sent, runs
   return true
 end
 
@@ -240,17 +243,31 @@ end
 -- partitions are in flight at once; one flush, then the checkpoint learns
 -- them all. A kill inside a wave leaves each partition a delivered prefix,
 -- which the next run skips (target_state).
+local function save_checkpoint(ctx)
+  return ctx.store:put(ctx.ckpt_key, json.encode(ctx.ckpt, { indent = " " }) .. "\n")
+end
+
 local function restore_wave(ctx, wave)
   local sent = {}
   for _, item in ipairs(wave) do
     if not ctx.ckpt.done[item.done_key] then
-      local ok, err = send_segment(ctx, item)
-      if not ok then return nil, err end
+      item.target, item.extra = target_state(ctx, item.entry.target, item.part.target)
+      if not item.target then return nil, item.extra end
       sent[#sent + 1] = item
     end
   end
   if #sent == 0 then return true end
-  local ok, err = ctx.producer:flush(ctx.flush_ms)
+  local ok, err
+  if ctx.new_targets then -- where new target partitions start, before anything lands there
+    ok, err = save_checkpoint(ctx)
+    if not ok then return nil, err end
+    ctx.new_targets = false
+  end
+  for _, item in ipairs(sent) do
+    ok, err = send_segment(ctx, item)
+    if not ok then return nil, err end
+  end
+  ok, err = ctx.producer:flush(ctx.flush_ms)
   if not ok then return nil, err end
   for _, item in ipairs(sent) do
     item.target.next = record_runs(ctx, item.entry, item.part, item.target, item.runs)
@@ -258,7 +275,7 @@ local function restore_wave(ctx, wave)
     ctx.summary.records = ctx.summary.records + item.sent
     ctx.summary.resumed = ctx.summary.resumed + item.extra
   end
-  return ctx.store:put(ctx.ckpt_key, json.encode(ctx.ckpt, { indent = " " }) .. "\n")
+  return save_checkpoint(ctx)
 end
 
 -- The segments to send, one lane per target partition, each in order.
