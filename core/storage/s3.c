@@ -92,9 +92,6 @@ struct storage_reader {
   int eof;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 /* --- small helpers ------------------------------------------------------ */
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
@@ -406,7 +403,6 @@ void *storage_s3_open(lua_State *L, int idx, storage_error *err) {
   const char *bucket, *prefix, *endpoint, *region, *sse, *kms;
   int path_style;
   idx = lua_absindex(L, idx);
-  pthread_once(&curl_once, init_curl);
   bucket = opt_field(L, idx, "bucket");
   if (!bucket) {
     storage_fail(err, "IO_ERROR", "s3 storage needs a bucket (storage.bucket, or a URL s3://bucket/prefix)");
