@@ -141,12 +141,29 @@ describe("kalua.config client properties", function()
     end
   end)
 
-  it("says GSSAPI needs the SASL engine rather than guessing", function()
+  it("gives GSSAPI, OAUTHBEARER and auto to kalua's auth relay, and moves TLS there too", function()
+    for _, mechanism in ipairs { "GSSAPI", "auto" } do
+      local props = assert(config.client_properties {
+        bootstrap_servers = "a:1",
+        security = { security_protocol = "SASL_SSL", sasl_mechanism = mechanism, ssl_ca_location = "/dev/null",
+          sasl_username = "u", sasl_password = "p" },
+      })
+      assert.are.equal("plaintext", props["security.protocol"])
+      assert.are.equal("true", props["kalua.relay"])
+      assert.are.equal("true", props["kalua.relay.tls"])
+      assert.are.equal("/dev/null", props["kalua.ssl.ca_location"])
+      assert.is_nil(props["ssl.ca.location"])
+      assert.are.equal(mechanism, props["kalua.sasl.mechanism"])
+    end
+  end)
+
+  it("checks a GSSAPI keytab is readable before anything connects", function()
     local props, err = config.client_properties {
-      bootstrap_servers = "a:1", security = { security_protocol = "SASL_PLAINTEXT", sasl_mechanism = "GSSAPI" },
+      bootstrap_servers = "a:1", security = { security_protocol = "SASL_PLAINTEXT", sasl_mechanism = "GSSAPI",
+        sasl_keytab_path = "/nonexistent/x.keytab" },
     }
     assert.is_nil(props)
-    assert.truthy(err:find("GSSAPI needs kalua's SASL engine", 1, true), err)
+    assert.truthy(err:find("sasl_keytab_path: cannot read /nonexistent/x.keytab", 1, true), err)
   end)
 end)
 

@@ -134,7 +134,9 @@ static int set_relay_property(lua_State *L, kafka_client *c, const char *name, i
     kafka_fail_msg(L, c, "cannot start the auth relay: out of memory", "_INVALID_ARG");
     return 0;
   }
-  if (strcmp(name, "kalua.sasl.password") == 0 || strcmp(name, "kalua.sasl.token") == 0) remember_secret(c, value);
+  if (strcmp(name, "kalua.sasl.password") == 0 || strcmp(name, "kalua.sasl.token") == 0 ||
+      strcmp(name, "kalua.ssl.key_password") == 0)
+    remember_secret(c, value);
   if (strcmp(name, "kalua.sasl.mechanism") == 0) snprintf(c->mechanism, sizeof c->mechanism, "%s", value);
   if (!relay_set(c->relay, name, value, err, sizeof err)) {
     lua_pop(L, 1);
@@ -174,7 +176,7 @@ static int apply_translated(lua_State *L, int idx, rd_kafka_conf_t *conf, kafka_
   lua_pop(L, 1);
   if (c->relay) {
     char err[256];
-    if (!relay_check(c->relay, err, sizeof err)) {
+    if (!relay_check(c->relay, L, err, sizeof err)) {
       kafka_fail_msg(L, c, err, "_INVALID_ARG");
       return 0;
     }

@@ -5,9 +5,12 @@
  * librdkafka's broker lock held) only starts a relay thread and returns:
  * that thread opens the real TCP connection to the broker address, runs
  * SaslHandshake v1 + SaslAuthenticate v1 (KIP-43, KIP-152) with a fresh
- * kalua.sasl C mechanism instance, then moves Kafka frames both ways,
- * tracking frame boundaries and correlation ids (room for KIP-368
- * re-authentication).
+ * kalua.sasl mechanism instance (C, or Lua in a state the relay owns),
+ * over TLS when asked, then moves Kafka frames both ways, tracking frame
+ * boundaries and correlation ids, and re-authenticates on the live
+ * connection before the broker's session lifetime ends (KIP-368).
+ * `auto` picks the strongest mechanism the broker enables and the
+ * credentials allow (KIP-43).
  *
  * The relay belongs to one kafka_client: no state is shared between
  * clients or Lua states. relay_destroy wakes and joins every thread. */
@@ -27,8 +30,10 @@ kafka_relay *relay_new(struct kafka_client *c);
 /* Sets one kalua.* property (name with the prefix); 0 with err on an
  * unknown name. */
 int relay_set(kafka_relay *r, const char *name, const char *value, char *err, size_t errlen);
-/* Checks the settings once all are set; 0 with err. */
-int relay_check(kafka_relay *r, char *err, size_t errlen);
+/* Checks the settings once all are set, loads a Lua mechanism into the
+ * relay's own state (finding modules as L does) and makes the TLS
+ * context; 0 with err. */
+int relay_check(kafka_relay *r, lua_State *L, char *err, size_t errlen);
 /* Installs socket_cb, connect_cb and closesocket_cb on conf (whose opaque
  * is the kafka_client). */
 void relay_install(kafka_relay *r, rd_kafka_conf_t *conf);
@@ -40,7 +45,8 @@ void relay_destroy(kafka_relay *r);
 int relay_last_failure(kafka_relay *r, char *buf, size_t len, int *is_auth);
 /* Pushes {connections=, active=, authentications=, failures=, reauthentications=,
  * requests=, responses=, unmatched_responses=, session_lifetime_ms=, mechanism=,
- * last_error=}. unmatched_responses counts responses whose correlation id
+ * mechanism_reason=, tls=, last_error=, per_connection={{broker=,
+ * authentications=, reauthentications=, session_lifetime_ms=}, ...}}. unmatched_responses counts responses whose correlation id
  * was not the oldest request in flight (0 unless framing went wrong). */
 void relay_push_stats(lua_State *L, kafka_relay *r);
 

@@ -11,8 +11,8 @@
 -- `${VAR}` substitutions are always strings.
 --
 -- client_properties returns librdkafka properties, plus `kalua.*` keys for
--- kalua's auth relay (security.sasl_relay, OAUTHBEARER, GSSAPI), which
--- kalua.kafka gives to the relay instead of librdkafka.
+-- kalua's auth relay (security.sasl_relay, GSSAPI, OAUTHBEARER, auto, Lua
+-- mechanisms), which kalua.kafka gives to the relay instead of librdkafka.
 local yaml = require "kalua.yaml"
 
 local M = {}
@@ -256,12 +256,12 @@ local MECHANISMS = {
   ["SCRAM-SHA-512"] = "SCRAM-SHA-512", ["SCRAM-SHA512"] = "SCRAM-SHA-512",
 }
 
--- Mechanisms only kalua's own SASL engine runs (not librdkafka): through the
--- auth relay, or (AUTO) not yet.
+-- Mechanisms only kalua's own SASL engine runs (not librdkafka): these
+-- always go through the auth relay.
 local ENGINE_MECHANISMS = { GSSAPI = true, OAUTHBEARER = true, AUTO = true }
 -- Mechanisms the auth relay runs with kalua's C mechanisms (kalua.sasl).
 local RELAY_MECHANISMS = {
-  PLAIN = true, ["SCRAM-SHA-256"] = true, ["SCRAM-SHA-512"] = true, OAUTHBEARER = true, GSSAPI = true,
+  PLAIN = true, ["SCRAM-SHA-256"] = true, ["SCRAM-SHA-512"] = true, OAUTHBEARER = true, GSSAPI = true, AUTO = true,
 }
 
 local function readable(key, path)
@@ -308,55 +308,127 @@ end
 
 local function truthy(v) return v == true or v == "true" end
 
--- kalua's auth relay runs the SASL exchange: librdkafka speaks PLAINTEXT
--- to it and gets the settings as kalua.* keys (see core/kafka/relay.h).
-local function add_relay(props, sec, protocol, mechanism)
-  if protocol == "SASL_SSL" then
-    return nil, "sasl_relay does not do TLS yet: use security_protocol SASL_PLAINTEXT, "
-      .. "or SASL_SSL without sasl_relay (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
-  end
+-- librdkafka's TLS settings, moved to the relay, which does the TLS.
+local RELAY_TLS = {
+  ["ssl.ca.location"] = "kalua.ssl.ca_location",
+  ["ssl.certificate.location"] = "kalua.ssl.certificate_location",
+  ["ssl.key.location"] = "kalua.ssl.key_location",
+  ["ssl.key.password"] = "kalua.ssl.key_password",
+  ["ssl.endpoint.identification.algorithm"] = "kalua.ssl.endpoint_identification",
+}
+
+local RELAY_KEYS = {
+  sasl_username = "kalua.sasl.username", sasl_password = "kalua.sasl.password",
+  sasl_oauthbearer_token = "kalua.sasl.token", sasl_keytab_path = "kalua.sasl.keytab",
+  sasl_principal = "kalua.sasl.principal", sasl_kerberos_service_name = "kalua.sasl.service",
+  sasl_krb5_config_path = "kalua.sasl.krb5_config", sasl_lua_mechanism = "kalua.sasl.lua_mechanism",
+}
+
+local function check_credentials(sec, mechanism)
   if (mechanism == "PLAIN" or mechanism:find("^SCRAM")) and not (sec.sasl_username and sec.sasl_password) then
     return nil, ("sasl_mechanism %s needs sasl_username and sasl_password"):format(mechanism)
   end
   if mechanism == "OAUTHBEARER" and not sec.sasl_oauthbearer_token then
     return nil, "sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_token"
   end
+  if mechanism == "GSSAPI" and sec.sasl_keytab_path then
+    local ok, err = readable("sasl_keytab_path", sec.sasl_keytab_path)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+-- kalua's auth relay runs the SASL exchange (and TLS): librdkafka speaks
+-- PLAINTEXT to it and gets the settings as kalua.* keys (see
+-- core/kafka/relay.h). mechanism is nil for a Lua mechanism that names itself.
+local function add_relay(props, sec, protocol, mechanism)
+  if mechanism then
+    local ok, err = check_credentials(sec, mechanism)
+    if not ok then return nil, err end
+    props["kalua.sasl.mechanism"] = mechanism
+  end
+  if sec.sasl_lua_mechanism then
+    local ok, err = readable("sasl_lua_mechanism", sec.sasl_lua_mechanism)
+    if not ok then return nil, err end
+  end
   props["security.protocol"] = "plaintext"
   props["kalua.relay"] = "true"
-  props["kalua.sasl.mechanism"] = mechanism
-  local keys = {
-    sasl_username = "kalua.sasl.username", sasl_password = "kalua.sasl.password",
-    sasl_oauthbearer_token = "kalua.sasl.token", sasl_keytab_path = "kalua.sasl.keytab",
-    sasl_principal = "kalua.sasl.principal", sasl_kerberos_service_name = "kalua.sasl.service",
-    sasl_krb5_config_path = "kalua.sasl.krb5_config",
-  }
-  for key, prop in pairs(keys) do
+  if protocol == "SASL_SSL" then
+    props["kalua.relay.tls"] = "true"
+    for from, to in pairs(RELAY_TLS) do
+      props[to], props[from] = props[from], nil
+    end
+  end
+  for key, prop in pairs(RELAY_KEYS) do
     if sec[key] ~= nil then props[prop] = tostring(sec[key]) end
   end
   return true
 end
 
+-- A JAAS KafkaClient entry fills in what the security section leaves out:
+-- sasl_jaas_config is a file, or one inline entry as in Kafka's
+-- sasl.jaas.config; sasl_principal picks an entry when there are several.
+local function apply_jaas(sec)
+  local sasl = require "kalua.sasl"
+  local text = tostring(sec.sasl_jaas_config)
+  local entries, err
+  if text:find("LoginModule", 1, true) then
+    entries, err = sasl.jaas(text)
+  else
+    entries, err = sasl.jaas_file(text)
+  end
+  if not entries then return nil, "sasl_jaas_config: " .. err end
+  local found, names = {}, {}
+  for _, e in ipairs(entries) do
+    if (e.section == nil or e.section == "KafkaClient") and e.mechanism then
+      names[#names + 1] = ("%s (%s)"):format(tostring(e.principal), e.mechanism)
+      if sec.sasl_principal == nil or e.principal == sec.sasl_principal then found[#found + 1] = e end
+    end
+  end
+  if #found == 0 then
+    return nil, ("sasl_jaas_config has no KafkaClient entry%s; it has: %s"):format(
+      sec.sasl_principal and (" for principal '%s'"):format(sec.sasl_principal) or "",
+      #names > 0 and table.concat(names, ", ") or "none")
+  end
+  if #found > 1 then
+    return nil, ("sasl_jaas_config has several KafkaClient entries: set sasl_principal to one of %s"):format(
+      table.concat(names, ", "))
+  end
+  local e, o, out = found[1], found[1].options or {}, {}
+  for k, v in pairs(sec) do out[k] = v end
+  out.sasl_jaas_config = nil
+  out.sasl_mechanism = out.sasl_mechanism or e.mechanism
+  if e.mechanism == "GSSAPI" then
+    out.sasl_keytab_path = out.sasl_keytab_path or o.keyTab
+    out.sasl_principal = o.principal or out.sasl_principal
+    out.sasl_kerberos_service_name = out.sasl_kerberos_service_name or o.serviceName
+  else
+    out.sasl_username = out.sasl_username or o.username
+    out.sasl_password = out.sasl_password or o.password
+    out.sasl_principal = nil
+  end
+  return out
+end
+
 local function add_sasl(props, sec, protocol)
-  if sec.sasl_lua_mechanism then
-    return nil, "sasl_lua_mechanism needs kalua's SASL engine for Lua mechanisms, which this build does not have yet"
+  if sec.sasl_jaas_config then
+    local err
+    sec, err = apply_jaas(sec)
+    if not sec then return nil, err end
   end
   local raw = sec.sasl_mechanism
+  if sec.sasl_lua_mechanism then return add_relay(props, sec, protocol, raw and tostring(raw) or nil) end
   if raw == nil then
-    return nil, ("security_protocol %s needs sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"):format(protocol)
+    return nil, ("security_protocol %s needs sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI, "
+      .. "OAUTHBEARER or auto)"):format(protocol)
   end
   local upper = tostring(raw):upper()
-  if upper == "AUTO" then return nil, "sasl_mechanism auto (KIP-43 negotiation) is not implemented yet" end
-  local relay = truthy(sec.sasl_relay) or upper == "OAUTHBEARER"
-  if ENGINE_MECHANISMS[upper] and not relay then
-    return nil, ("sasl_mechanism %s needs kalua's SASL engine: set security.sasl_relay: true"):format(upper)
-  end
-  if relay then
-    local mechanism = MECHANISMS[upper] or upper
+  local mechanism = MECHANISMS[upper] or upper
+  if truthy(sec.sasl_relay) or ENGINE_MECHANISMS[upper] then
     if not RELAY_MECHANISMS[mechanism] then return nil, ("unknown sasl_mechanism '%s'"):format(tostring(raw)) end
-    return add_relay(props, sec, protocol, mechanism)
+    return add_relay(props, sec, protocol, mechanism == "AUTO" and "auto" or mechanism)
   end
-  local mechanism = MECHANISMS[upper]
-  if not mechanism then return nil, ("unknown sasl_mechanism '%s'"):format(tostring(raw)) end
+  if not MECHANISMS[upper] then return nil, ("unknown sasl_mechanism '%s'"):format(tostring(raw)) end
   if not sec.sasl_username or not sec.sasl_password then
     return nil, ("sasl_mechanism %s needs sasl_username and sasl_password"):format(mechanism)
   end
