@@ -251,3 +251,64 @@ failed:
   rd_kafka_conf_destroy(conf);
   return NULL;
 }
+
+/* --- kafka.sasl_probe --------------------------------------------------------------- */
+
+#define RELAY_BOX_MT "kalua.kafka.ProbeRelay"
+
+static int relay_box_gc(lua_State *L) {
+  kafka_relay **box = luaL_checkudata(L, 1, RELAY_BOX_MT);
+  relay_destroy(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* kafka.sasl_probe(conf [, {timeout_ms=}]) -> result (see relay_probe), or
+ * nil, message for a config that cannot be probed. The relay lives in a
+ * userdata so that any error on the way still frees it. */
+int kafka_sasl_probe(lua_State *L) {
+  kafka_relay **box;
+  char err[256];
+  const char *bootstrap = NULL;
+  int props, has_relay = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  box = lua_newuserdatauv(L, sizeof *box, 0); /* 3 */
+  *box = NULL;
+  if (luaL_newmetatable(L, RELAY_BOX_MT)) {
+    lua_pushcfunction(L, relay_box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if ((*box = relay_new(NULL)) == NULL) return luaL_error(L, "out of memory");
+  lua_pushcfunction(L, translate);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 2);
+  if (!lua_istable(L, -2)) return kalua_fail(L, lua_tostring(L, -1), "_INVALID_ARG");
+  lua_pop(L, 1);
+  props = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, props)) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    const char *value = property_value(L, -1);
+    if (strcmp(name, "bootstrap.servers") == 0) bootstrap = value;
+    if (strncmp(name, "kalua.", 6) == 0 && value) {
+      has_relay = 1;
+      if (!relay_set(*box, name, value, err, sizeof err)) return kalua_fail(L, err, "_INVALID_ARG");
+    }
+    lua_pop(L, 1);
+  }
+  if (!has_relay)
+    return kalua_fail(L, "nothing to probe: security_protocol must be SASL_PLAINTEXT or SASL_SSL", "_INVALID_ARG");
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "timeout_ms") == LUA_TNUMBER) {
+    relay_set(*box, "kalua.relay.timeout_ms", lua_tostring(L, -1), err, sizeof err);
+  }
+  if (!relay_check(*box, L, err, sizeof err)) return kalua_fail(L, err, "_INVALID_ARG");
+  if (bootstrap == NULL || *bootstrap == '\0') return kalua_fail(L, "no bootstrap_servers to probe", "_INVALID_ARG");
+  {
+    char first[300];
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(bootstrap, ","), bootstrap);
+    relay_probe(L, *box, first);
+  }
+  return 1;
+}

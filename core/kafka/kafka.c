@@ -407,6 +407,7 @@ static const luaL_Reg kafka_funcs[] = {
   {"producer", kafka_producer_new},
   {"consumer", kafka_consumer_new},
   {"admin", kafka_admin_new},
+  {"sasl_probe", kafka_sasl_probe},
   {"version", kafka_version},
   {"err2name", kafka_err2name},
   {NULL, NULL}

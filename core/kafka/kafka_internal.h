@@ -90,6 +90,7 @@ void kafka_open_batch(lua_State *L);
 int kafka_producer_new(lua_State *L);
 int kafka_consumer_new(lua_State *L);
 int kafka_admin_new(lua_State *L);
+int kafka_sasl_probe(lua_State *L); /* conf.c */
 
 kalua_batch *kalua_kafka_checkbatch(lua_State *L, int idx);
 kalua_batch *kafka_batch_push(lua_State *L, int cap);

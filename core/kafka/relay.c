@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -58,7 +59,7 @@
 #define REAUTH_FLOOR_MS 30000
 #define REAUTH_JITTER_MS 5000
 
-enum { API_SASL_HANDSHAKE = 17, API_SASL_AUTHENTICATE = 36 };
+enum { API_SASL_HANDSHAKE = 17, API_API_VERSIONS = 18, API_SASL_AUTHENTICATE = 36 };
 enum { IO_CLOSED = 0, IO_WAIT = -1, IO_FAIL = -2 };
 
 typedef struct {
@@ -98,6 +99,8 @@ typedef struct relay_conn {
   int64_t held_since; /* when requests were first held for re-authentication */
   unsigned jitter_seed;
   long authentications, reauthentications; /* under r->lock */
+  int64_t connected_at;                     /* monotonic ms */
+  char enabled[256]; /* the broker's mechanisms, from SaslHandshake */
 } relay_conn;
 
 struct kafka_relay {
@@ -359,7 +362,7 @@ static void note_failure(relay_conn *cn, int is_auth, const char *msg) {
   r->failing_auth = is_auth;
   copy_cut(r->last_error, sizeof r->last_error, msg);
   pthread_mutex_unlock(&r->lock);
-  if (is_auth) {
+  if (is_auth && r->c) {
     pthread_mutex_lock(&r->c->lock);
     r->c->auth_err = RD_KAFKA_RESP_ERR__AUTHENTICATION;
     copy_cut(r->c->auth_errstr, sizeof r->c->auth_errstr, msg);
@@ -393,6 +396,8 @@ int relay_last_failure(kafka_relay *r, char *buf, size_t len, int *is_auth) {
   pthread_mutex_unlock(&r->lock);
   return failing;
 }
+
+static int64_t now_ms(void);
 
 static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
@@ -434,6 +439,7 @@ void relay_push_stats(lua_State *L, kafka_relay *r) {
     set_int(L, "authentications", cn->authentications);
     set_int(L, "reauthentications", cn->reauthentications);
     set_int(L, "session_lifetime_ms", cn->session_lifetime_ms);
+    set_int(L, "age_ms", cn->connected_at ? now_ms() - cn->connected_at : 0);
     lua_rawseti(L, -2, ++i);
   }
   lua_setfield(L, -2, "per_connection");
@@ -747,20 +753,21 @@ static int choose(kafka_relay *r, const char *enabled, char *err) {
  * the connection, so it reconnects and asks again. */
 static int negotiate(relay_conn *cn, int64_t deadline, char *err, int *is_auth, const char **name) {
   kafka_relay *r = cn->r;
-  char enabled[256];
+  char *enabled = cn->enabled;
+  const size_t enabled_len = sizeof cn->enabled;
   const sasl_mech_type *chosen;
   if (!r->auto_mode) {
     *name = r->mechanism;
-    return handshake(cn, r->mechanism, enabled, sizeof enabled, deadline, err, is_auth);
+    return handshake(cn, r->mechanism, enabled, enabled_len, deadline, err, is_auth);
   }
   pthread_mutex_lock(&r->lock);
   chosen = r->chosen;
   pthread_mutex_unlock(&r->lock);
   if (chosen) {
     *name = chosen->name;
-    return handshake(cn, chosen->name, enabled, sizeof enabled, deadline, err, is_auth);
+    return handshake(cn, chosen->name, enabled, enabled_len, deadline, err, is_auth);
   }
-  if (handshake(cn, r->candidates[0]->name, enabled, sizeof enabled, deadline, err, is_auth)) {
+  if (handshake(cn, r->candidates[0]->name, enabled, enabled_len, deadline, err, is_auth)) {
     if (!choose(r, enabled, err)) return 0;
     *name = r->candidates[0]->name;
     return 1;
@@ -774,7 +781,7 @@ static int negotiate(relay_conn *cn, int64_t deadline, char *err, int *is_auth, 
   broker_close(cn);
   *name = r->chosen->name;
   return connect_broker(cn, deadline, err) &&
-         handshake(cn, r->chosen->name, enabled, sizeof enabled, deadline, err, is_auth);
+         handshake(cn, r->chosen->name, enabled, enabled_len, deadline, err, is_auth);
 }
 
 /* --- mechanisms: C, or Lua in the relay's state ------------------------------------ */
@@ -1182,6 +1189,7 @@ static void *relay_main(void *arg) {
   const char *name = r->mechanism;
   int is_auth = 0;
   if (connect_broker(cn, deadline, err) && sasl_login(cn, deadline, err, &is_auth, &name)) {
+    cn->connected_at = now_ms();
     note_authenticated(cn, 0);
     schedule_reauth(cn);
     forward(cn);
@@ -1356,4 +1364,120 @@ void relay_destroy(kafka_relay *r) {
   wipe_free(r->ssl_key);
   wipe_free(r->ssl_key_password);
   free(r);
+}
+
+/* --- kalua sasl probe ------------------------------------------------------------------ */
+
+/* ApiVersions v1 on the fresh connection: pushes {{key=, min=, max=}, ...}. */
+static int push_api_versions(lua_State *L, relay_conn *cn, int64_t deadline, char *err) {
+  unsigned char *resp;
+  size_t resp_len;
+  kreader rd;
+  int16_t code;
+  int32_t i, n;
+  if (!exchange(cn, API_API_VERSIONS, (const unsigned char *)"", 0, &resp, &resp_len, deadline, "in ApiVersions", err))
+    return 0;
+  rd.p = resp, rd.n = resp_len, rd.bad = 0;
+  code = kr_int16(&rd);
+  n = kr_int32(&rd);
+  lua_createtable(L, n > 0 && n < 1000 ? n : 0, 0);
+  for (i = 0; i < n && !rd.bad; i++) {
+    int16_t key = kr_int16(&rd), min = kr_int16(&rd), max = kr_int16(&rd);
+    if (rd.bad) break;
+    lua_createtable(L, 0, 3);
+    set_int(L, "key", key);
+    set_int(L, "min", min);
+    set_int(L, "max", max);
+    lua_rawseti(L, -2, i + 1);
+  }
+  free(resp);
+  if (rd.bad || code != 0) {
+    lua_pop(L, 1);
+    snprintf(err, RELAY_ERR_MAX, "ApiVersions failed: %s", rd.bad ? "malformed response" : kafka_error_name(code));
+    return 0;
+  }
+  return 1;
+}
+
+static int resolve(relay_conn *cn, char *err) {
+  struct addrinfo hints, *res = NULL;
+  const char *colon = strrchr(cn->broker, ':');
+  int rc;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  if (colon == NULL) {
+    snprintf(err, RELAY_ERR_MAX, "'%s' is not host:port", cn->broker);
+    return 0;
+  }
+  if ((rc = getaddrinfo(cn->host, colon + 1, &hints, &res)) != 0 || res == NULL) {
+    snprintf(err, RELAY_ERR_MAX, "cannot resolve %s: %s", cn->host, gai_strerror(rc));
+    return 0;
+  }
+  memcpy(&cn->addr, res->ai_addr, res->ai_addrlen);
+  cn->addrlen = (socklen_t)res->ai_addrlen;
+  freeaddrinfo(res);
+  return 1;
+}
+
+static void push_enabled(lua_State *L, const char *list) {
+  const char *p = list;
+  int i = 0;
+  lua_newtable(L);
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    lua_pushlstring(L, p, n);
+    lua_rawseti(L, -2, ++i);
+    p += n;
+    while (*p == ',' || *p == ' ') p++;
+  }
+}
+
+void relay_probe(lua_State *L, kafka_relay *r, const char *broker) {
+  relay_conn *cn = calloc(1, sizeof *cn);
+  char err[RELAY_ERR_MAX] = "";
+  const char *name = r->mechanism;
+  int64_t t0 = now_ms(), deadline = t0 + r->timeout_ms, t_connect = -1;
+  int is_auth = 0, ok = 0, stage = 0;
+  if (cn == NULL) luaL_error(L, "out of memory");
+  cn->r = r;
+  cn->app_fd = cn->lib_fd = cn->broker_fd = -1; /* no librdkafka here: poll ignores -1 */
+  cn->next_correlation = RELAY_CORRELATION_BASE;
+  parse_broker_name(cn, broker);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, cn->broker);
+  lua_setfield(L, -2, "broker");
+  lua_pushboolean(L, r->tls);
+  lua_setfield(L, -2, "tls");
+  if (resolve(cn, err) && connect_broker(cn, deadline, err)) {
+    t_connect = now_ms();
+    stage = 1;
+    if (push_api_versions(L, cn, deadline, err)) {
+      lua_setfield(L, -2, "api_versions");
+      stage = 2;
+      ok = sasl_login(cn, deadline, err, &is_auth, &name);
+    }
+  }
+  if (t_connect >= 0) set_int(L, "connect_ms", t_connect - t0);
+  if (stage == 2) set_int(L, "auth_ms", now_ms() - t_connect);
+  if (cn->enabled[0]) {
+    push_enabled(L, cn->enabled);
+    lua_setfield(L, -2, "enabled");
+  }
+  lua_pushstring(L, r->chosen ? r->chosen->name : name);
+  lua_setfield(L, -2, "mechanism");
+  if (r->reason[0]) {
+    lua_pushstring(L, r->reason);
+    lua_setfield(L, -2, "reason");
+  }
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "authenticated");
+  if (ok) set_int(L, "session_lifetime_ms", cn->session_lifetime_ms);
+  if (!ok) {
+    lua_pushstring(L, err);
+    lua_setfield(L, -2, "error");
+    lua_pushboolean(L, is_auth);
+    lua_setfield(L, -2, "auth_error");
+  }
+  broker_close(cn);
+  free(cn);
 }

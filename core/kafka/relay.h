@@ -46,8 +46,15 @@ int relay_last_failure(kafka_relay *r, char *buf, size_t len, int *is_auth);
 /* Pushes {connections=, active=, authentications=, failures=, reauthentications=,
  * requests=, responses=, unmatched_responses=, session_lifetime_ms=, mechanism=,
  * mechanism_reason=, tls=, last_error=, per_connection={{broker=,
- * authentications=, reauthentications=, session_lifetime_ms=}, ...}}. unmatched_responses counts responses whose correlation id
+ * authentications=, reauthentications=, session_lifetime_ms=, age_ms=}, ...}}. unmatched_responses counts responses whose correlation id
  * was not the oldest request in flight (0 unless framing went wrong). */
 void relay_push_stats(lua_State *L, kafka_relay *r);
+
+/* kalua sasl probe: one connection to broker ("host:port") the way the
+ * relay makes them, with no librdkafka. Pushes {broker=, tls=,
+ * api_versions={{key=, min=, max=}, ...}, enabled={...}, mechanism=,
+ * reason=, authenticated=, session_lifetime_ms=, connect_ms=, auth_ms=,
+ * error=, auth_error=}. */
+void relay_probe(lua_State *L, kafka_relay *r, const char *broker);
 
 #endif
