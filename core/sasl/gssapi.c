@@ -35,9 +35,8 @@
 #include <krb5.h>
 #include <openssl/rand.h>
 
+#include "sasl/gssapi_layer.h"
 #include "sasl/mech.h"
-
-#define LAYER_NONE 0x01
 
 enum { NOT_STARTED, NEGOTIATING, AWAIT_PROPOSAL, SENT_REPLY, COMPLETE, FAILED };
 
@@ -405,33 +404,21 @@ static int gssapi_start(sasl_mech *m, sasl_bytes *out, char *err) {
 static int layer_reply(sasl_mech *m, const char *in, size_t in_len, sasl_bytes *out, char *err) {
   gss_buffer_desc input, plain = GSS_C_EMPTY_BUFFER, reply, wrapped = GSS_C_EMPTY_BUFFER;
   OM_uint32 major, minor;
-  unsigned char layers;
-  size_t alen = strlen(m->authzid);
+  unsigned char *bytes;
+  size_t len;
   int ok;
-  char msg[128];
+  char msg[SASL_ERR_MAX];
   input.value = (void *)in;
   input.length = in_len;
   major = gss_unwrap(&minor, m->ctx, &input, &plain, NULL, NULL);
   if (GSS_ERROR(major)) return gss_fail(m, "cannot unwrap the server's security layer proposal", major, minor, err);
-  if (plain.length != 4) {
-    snprintf(msg, sizeof msg, "the server's security layer proposal is %zu bytes, not 4", (size_t)plain.length);
-    gss_release_buffer(&minor, &plain);
-    return fail(m, err, msg);
-  }
-  layers = ((const unsigned char *)plain.value)[0];
+  ok = gssapi_layer_reply(plain.value, plain.length, m->authzid, &bytes, &len, msg);
   gss_release_buffer(&minor, &plain);
-  if (!(layers & LAYER_NONE)) {
-    snprintf(msg, sizeof msg,
-             "the server offers security layers 0x%02x without 0x01 (none); kalua needs the broker to allow no layer",
-             layers);
-    return fail(m, err, msg);
-  }
-  if ((reply.value = malloc(4 + alen)) == NULL) return fail(m, err, "out of memory");
-  reply.length = 4 + alen;
-  memcpy(reply.value, "\x01\x00\x00\x00", 4);
-  memcpy((char *)reply.value + 4, m->authzid, alen);
+  if (!ok) return fail(m, err, msg);
+  reply.value = bytes;
+  reply.length = len;
   major = gss_wrap(&minor, m->ctx, 0, GSS_C_QOP_DEFAULT, &reply, NULL, &wrapped);
-  free(reply.value);
+  free(bytes);
   if (GSS_ERROR(major)) return gss_fail(m, "cannot wrap the security layer reply", major, minor, err);
   ok = set_out(out, wrapped.value, wrapped.length, err);
   gss_release_buffer(&minor, &wrapped);

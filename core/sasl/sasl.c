@@ -11,15 +11,32 @@
  *   })
  *   sasl.mechanisms()   -- built-in and registered names, sorted
  *
+ *   local entries = assert(sasl.jaas(text))    -- a JAAS login configuration
+ *   local entries = assert(sasl.jaas_file(path))
+ *
+ * sasl.jaas reads Java's JAAS files (KafkaClient { ... }; sections) and
+ * the one entry of Kafka's sasl.jaas.config property. It gives the entries
+ * in file order, each { section = "KafkaClient" (nil without a section),
+ * module = the LoginModule class, flag = "required", mechanism = "GSSAPI",
+ * "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER" (nil for a
+ * module kalua does not know: the caller decides), principal = the Krb5
+ * principal or the PLAIN/SCRAM username, line = where the entry starts,
+ * options = { key = value } } (all values strings), or nil, "jaas: line 3
+ * column 14: expected ...", "CONFIG". jaas_file says which file, and
+ * fails the same way when it cannot read it.
+ *
  * A failed exchange (wrong server signature, a refusal, a KDC that says
  * no) returns nil, message, "SASL_AUTHENTICATION" from start or step;
  * calling out of order raises. Secrets are
  * wiped when a C mechanism is closed. Registered mechanisms live in this
  * Lua state's registry: two states never share them. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kalua_util.h"
+#include "sasl/jaas.h"
 #include "sasl/mech.h"
 
 #define MECH_MT "kalua.sasl.Mechanism"
@@ -343,6 +360,127 @@ static int sasl_saslprep_lua(lua_State *L) {
   return 1;
 }
 
+/* --- JAAS configuration --------------------------------------------------------
+ * The parse and the file's text live in a userdata until the entries are
+ * pushed, so a memory error while pushing frees them too. */
+
+#define JAAS_BOX_MT "kalua.sasl.JaasParse"
+
+typedef struct {
+  jaas_config *cfg;
+  char *text; /* jaas_file's copy of the file */
+  size_t len;
+} jaas_box;
+
+static int jaas_box_free(lua_State *L) {
+  jaas_box *b = luaL_checkudata(L, 1, JAAS_BOX_MT);
+  jaas_free(b->cfg);
+  b->cfg = NULL;
+  if (b->text) {
+    memset(b->text, 0, b->len); /* it holds passwords */
+    free(b->text);
+  }
+  b->text = NULL;
+  return 0;
+}
+
+static jaas_box *push_jaas_box(lua_State *L) {
+  jaas_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, JAAS_BOX_MT)) {
+    lua_pushcfunction(L, jaas_box_free);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+static void set_string_field(lua_State *L, const char *k, const char *v) {
+  if (v == NULL) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* Pushes the entries of the box at the top; frees the box's contents. */
+static int push_jaas_entries(lua_State *L) {
+  jaas_box *b = luaL_checkudata(L, -1, JAAS_BOX_MT);
+  size_t i, j;
+  lua_createtable(L, (int)b->cfg->nentries, 0);
+  for (i = 0; i < b->cfg->nentries; i++) {
+    const jaas_entry *e = &b->cfg->entries[i];
+    lua_createtable(L, 0, 8);
+    set_string_field(L, "section", e->section);
+    set_string_field(L, "module", e->module);
+    set_string_field(L, "flag", e->flag);
+    set_string_field(L, "mechanism", e->mechanism);
+    set_string_field(L, "principal", jaas_principal(e));
+    lua_pushinteger(L, e->line);
+    lua_setfield(L, -2, "line");
+    lua_createtable(L, 0, (int)e->noptions);
+    for (j = 0; j < e->noptions; j++) set_string_field(L, e->options[j].key, e->options[j].value);
+    lua_setfield(L, -2, "options");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_pushcfunction(L, jaas_box_free);
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  return 1;
+}
+
+/* sasl.jaas(text) -> entries, or nil, "jaas: line L column C: ...", "CONFIG" */
+static int sasl_jaas(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  char err[JAAS_ERR_MAX];
+  jaas_box *b = push_jaas_box(L);
+  if (!jaas_parse(text, len, &b->cfg, err, sizeof err)) return kalua_fail(L, err, "CONFIG");
+  return push_jaas_entries(L);
+}
+
+/* Reads the file into b->text: at most JAAS_MAX_INPUT + 1 bytes (jaas_parse
+ * refuses more). 0 with errno on failure. */
+static int read_jaas_file(const char *path, jaas_box *b) {
+  size_t cap = 0, n;
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  do {
+    if (b->len == cap) {
+      char *t;
+      cap = cap ? cap * 2 : 4096;
+      if (cap > JAAS_MAX_INPUT + 1) cap = JAAS_MAX_INPUT + 1;
+      if ((t = realloc(b->text, cap)) == NULL) {
+        fclose(f);
+        errno = ENOMEM;
+        return 0;
+      }
+      b->text = t;
+    }
+    n = fread(b->text + b->len, 1, cap - b->len, f);
+    b->len += n;
+  } while (n > 0 && b->len <= JAAS_MAX_INPUT);
+  if (ferror(f)) {
+    int e = errno;
+    fclose(f);
+    errno = e;
+    return 0;
+  }
+  fclose(f);
+  return 1;
+}
+
+/* sasl.jaas_file(path) -> entries, or nil, "jaas: <path>: ...", "CONFIG" */
+static int sasl_jaas_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char err[JAAS_ERR_MAX];
+  jaas_box *b = push_jaas_box(L);
+  if (!read_jaas_file(path, b))
+    return kalua_fail(L, lua_pushfstring(L, "jaas: cannot read %s: %s", path, strerror(errno)), "CONFIG");
+  if (!jaas_parse(b->text, b->len, &b->cfg, err, sizeof err))
+    return kalua_fail(L, lua_pushfstring(L, "jaas: %s: %s", path, strncmp(err, "jaas: ", 6) == 0 ? err + 6 : err),
+                      "CONFIG");
+  return push_jaas_entries(L);
+}
+
 static const luaL_Reg mech_methods[] = {
   {"start", mech_start}, {"step", mech_step}, {"name", mech_name}, {NULL, NULL}
 };
@@ -353,7 +491,7 @@ static const luaL_Reg lua_mech_methods[] = {
 
 static const luaL_Reg funcs[] = {
   {"new", sasl_new}, {"register", sasl_register}, {"mechanisms", sasl_mechanisms},
-  {"saslprep", sasl_saslprep_lua}, {NULL, NULL}
+  {"saslprep", sasl_saslprep_lua}, {"jaas", sasl_jaas}, {"jaas_file", sasl_jaas_file}, {NULL, NULL}
 };
 
 int luaopen_kalua_sasl(lua_State *L) {
