@@ -74,6 +74,25 @@ function M.read_partition(brokers, topic, partition)
   return out
 end
 
+--- The rig's 3-broker cluster (`spec/rig/rig cluster up`, then
+-- `eval "$(spec/rig/rig cluster env)"`): bootstrap lists, the brokers'
+-- service principals and the directory of their logs. Raises when the
+-- cluster is not up, so a spec that needs it fails instead of skipping.
+function M.cluster()
+  local function get(name)
+    local v = os.getenv(name)
+    if v == nil or v == "" then
+      error(("the 3-broker rig is not up: spec/rig/rig cluster up (%s is not set; tools/test exports it, "
+        .. "or eval \"$(spec/rig/rig cluster env)\")"):format(name), 3)
+    end
+    return v
+  end
+  local c = { gssapi = get("KALUA_CLUSTER_GSSAPI"), plaintext = get("KALUA_CLUSTER_PLAINTEXT"),
+    dir = get("KALUA_CLUSTER_DIR"), principals = {} }
+  for p in get("KALUA_CLUSTER_PRINCIPALS"):gmatch("[^,]+") do c.principals[#c.principals + 1] = p end
+  return c
+end
+
 --- A shallow copy of conf with fields of `extra` set on top.
 function M.with(conf, extra)
   local out = {}
