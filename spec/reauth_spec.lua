@@ -4,6 +4,8 @@
 -- mechanism run side by side for 150 s; the relay must re-authenticate
 -- each long-lived connection at least twice, on the live connection, with
 -- no error, no lost record and no response out of order.
+-- KALUA_REAUTH_SECONDS shortens the run (the ASan pass uses 70: one
+-- re-authentication per connection, under the sanitizers).
 local kafka = require "kalua.kafka"
 local clock = require "kalua.clock"
 local rig = require "rig"
@@ -35,9 +37,11 @@ local function check_connections(name, stats)
   for _, c in ipairs(stats.per_connection) do
     counts[#counts + 1] = ("%s %ds:%d"):format(c.broker, c.age_ms // 1000, c.reauthentications)
     assert.is_true(c.session_lifetime_ms > 0 and c.session_lifetime_ms <= 60000, name)
-    if c.age_ms >= 120000 then
+    -- re-authentication comes at 80% of 60 s, +-5 s: by 53 s, then by 106 s
+    local due = c.age_ms >= 120000 and 2 or c.age_ms >= 60000 and 1 or 0
+    if due > 0 then
       long_lived = long_lived + 1
-      assert.is_true(c.reauthentications >= 2,
+      assert.is_true(c.reauthentications >= due,
         ("%s: connection to %s lived %d ms with %d re-authentications"):format(name, c.broker, c.age_ms,
           c.reauthentications))
     end
@@ -84,11 +88,10 @@ describe("KIP-368 re-authentication through the relay", function()
       assert.are.equal(r.sent, r.got, r.name)
       local long_lived = check_connections(r.name .. " producer", r.producer:relay_stats()) +
         check_connections(r.name .. " consumer", r.consumer:relay_stats())
-      if RUN_SECONDS >= 150 then
-        assert.is_true(long_lived >= 2, r.name .. ": no connection lived through the run")
-        assert.is_true(r.producer:relay_stats().reauthentications >= 2, r.name)
-        assert.is_true(r.consumer:relay_stats().reauthentications >= 2, r.name)
-      end
+      local due = RUN_SECONDS >= 150 and 2 or 1
+      assert.is_true(long_lived >= 2, r.name .. ": no connection lived through the run")
+      assert.is_true(r.producer:relay_stats().reauthentications >= due, r.name)
+      assert.is_true(r.consumer:relay_stats().reauthentications >= due, r.name)
       r.producer:close()
       r.consumer:close()
       assert(admin:delete_topics { r.topic })

@@ -51,7 +51,7 @@
 #include "kafka/relay_tls.h"
 #include "sasl/mech.h"
 
-#define RELAY_BUF 65536
+#define RELAY_BUF (256 * 1024)
 #define RELAY_AUTH_FRAME_MAX (1 << 20) /* SASL responses are small */
 #define RELAY_AUTH_ROUNDS 16
 #define RELAY_ERR_MAX 512
@@ -1242,6 +1242,11 @@ static int on_socket(int domain, int type, int protocol, void *opaque) {
   int sv[2];
   (void)domain, (void)type, (void)protocol;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  { /* room for a whole fetch response in flight: fewer wake-ups each side */
+    int size = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
   if ((cn = calloc(1, sizeof *cn)) == NULL) {
     close(sv[0]);
     close(sv[1]);

@@ -113,7 +113,8 @@ static const char *hint(OM_uint32 minor) {
   switch ((krb5_error_code)minor) {
   case KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN:
     return "the broker host must match the service principal's host; check sasl_kerberos_service_name";
-  case KRB5KRB_AP_ERR_SKEW: return "this machine's clock is off from the KDC's or the broker's: sync the clocks (NTP)";
+  case KRB5KRB_AP_ERR_SKEW:
+  case KRB5_KDCREP_SKEW: return "this machine's clock is off from the KDC's or the broker's: sync the clocks (NTP)";
   case KRB5KRB_AP_ERR_TKT_EXPIRED: return "the ticket has expired: get a fresh one (kinit, or use a keytab)";
   case KRB5KDC_ERR_KEY_EXP: return "the principal's password has expired: change it (kpasswd) and export a new keytab";
   case KRB5KDC_ERR_PREAUTH_FAILED:

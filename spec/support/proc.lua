@@ -15,8 +15,9 @@ local function read_file(path)
 end
 M.read_file = read_file
 
---- Runs argv (a list) with optional opts.stdin (string) and opts.env
--- (name -> value, or false to unset). Returns { stdout=, stderr=, code= }.
+--- Runs argv (a list) with optional opts.stdin (string), opts.env
+-- (name -> value, or false to unset) and opts.prefix (a command list to run
+-- argv under, e.g. { "faketime", "-f", "-20m" }). Returns { stdout=, stderr=, code= }.
 function M.run(argv, opts)
   opts = opts or {}
   local unset, set = {}, {}
@@ -29,6 +30,7 @@ function M.run(argv, opts)
   end
   local words = table.move(set, 1, #set, #unset + 1, unset)
   local cmd = "env " .. table.concat(words, " ")
+  for _, a in ipairs(opts.prefix or {}) do cmd = cmd .. " " .. shell_quote(a) end
   for _, a in ipairs(argv) do cmd = cmd .. " " .. shell_quote(a) end
   local err_path = os.tmpname()
   local in_path
