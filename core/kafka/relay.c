@@ -113,7 +113,7 @@ struct kafka_relay {
   const sasl_mech_type *type; /* NULL: auto or a Lua mechanism */
   char mechanism[64];         /* the name sent in SaslHandshake */
   char *username, *password, *authzid, *token, *keytab, *principal, *service, *krb5_config;
-  char *lua_path, *ssl_ca, *ssl_cert, *ssl_key, *ssl_key_password;
+  char *lua_path, *token_path, *ssl_ca, *ssl_cert, *ssl_key, *ssl_key_password;
   int tls, verify_host, auto_mode, timeout_ms;
   SSL_CTX *ssl_ctx;
   /* auto: the candidates the credentials allow, strongest first, and the
@@ -121,9 +121,10 @@ struct kafka_relay {
   const sasl_mech_type *candidates[6];
   const sasl_mech_type *chosen;
   char reason[256];
-  /* a Lua mechanism: its state, its definition (a registry ref) */
+  /* a Lua mechanism or an OAUTHBEARER token function: the relay's own
+   * state, and registry refs to the definition and the function */
   lua_State *L;
-  int lua_def;
+  int lua_def, token_fn;
   pthread_mutex_t lua_lock;
   /* counters, under lock */
   long connections, active, authentications, failures, reauthentications;
@@ -162,7 +163,7 @@ kafka_relay *relay_new(kafka_client *c) {
   r->c = c;
   r->timeout_ms = 30000;
   r->verify_host = 1;
-  r->lua_def = LUA_NOREF;
+  r->lua_def = r->token_fn = LUA_NOREF;
   return r;
 }
 
@@ -193,6 +194,7 @@ int relay_set(kafka_relay *r, const char *name, const char *value, char *err, si
     {"kalua.sasl.service", offsetof(kafka_relay, service)},
     {"kalua.sasl.krb5_config", offsetof(kafka_relay, krb5_config)},
     {"kalua.sasl.lua_mechanism", offsetof(kafka_relay, lua_path)},
+    {"kalua.sasl.token_script", offsetof(kafka_relay, token_path)},
     {"kalua.ssl.ca_location", offsetof(kafka_relay, ssl_ca)},
     {"kalua.ssl.certificate_location", offsetof(kafka_relay, ssl_cert)},
     {"kalua.ssl.key_location", offsetof(kafka_relay, ssl_key)},
@@ -237,12 +239,12 @@ static int auto_candidates(kafka_relay *r, char *err, size_t errlen) {
     r->candidates[n++] = &sasl_scram_sha512;
     r->candidates[n++] = &sasl_scram_sha256;
   }
-  if (r->token) r->candidates[n++] = &sasl_oauthbearer;
+  if (r->token || r->token_path) r->candidates[n++] = &sasl_oauthbearer;
   if (r->username && r->password) r->candidates[n++] = &sasl_plain;
   r->candidates[n] = NULL;
   if (n == 0)
     snprintf(err, errlen, "sasl_mechanism auto needs credentials: sasl_keytab_path (GSSAPI), "
-                          "sasl_username and sasl_password (SCRAM, PLAIN) or sasl_oauthbearer_token");
+                          "sasl_username and sasl_password (SCRAM, PLAIN) or an OAUTHBEARER token");
   return n > 0;
 }
 
@@ -282,20 +284,36 @@ static void copy_package(lua_State *from, lua_State *to) {
   lua_pop(to, 1);
 }
 
+/* The relay's Lua state, made on first use. */
+static lua_State *relay_lua(kafka_relay *r, lua_State *from, char *err, size_t errlen) {
+  if (r->L == NULL) {
+    if ((r->L = luaL_newstate()) == NULL) {
+      snprintf(err, errlen, "the relay's Lua state: out of memory");
+      return NULL;
+    }
+    luaL_openlibs(r->L);
+    if (from) copy_package(from, r->L);
+  }
+  return r->L;
+}
+
+/* Runs a Lua file in the relay's state, leaving its one result on top. */
+static int run_file(kafka_relay *r, lua_State *from, const char *key, const char *path, char *err, size_t errlen) {
+  lua_State *L = relay_lua(r, from, err, errlen);
+  if (L == NULL) return 0;
+  if (luaL_loadfile(L, path) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s: %s", key, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
 /* Loads r->lua_path: a chunk returning {name=, start=, step=}. */
 static int load_lua_mechanism(kafka_relay *r, lua_State *from, char *err, size_t errlen) {
-  lua_State *L = luaL_newstate();
-  if (L == NULL) {
-    snprintf(err, errlen, "sasl_lua_mechanism: out of memory");
-    return 0;
-  }
-  luaL_openlibs(L);
-  if (from) copy_package(from, L);
-  r->L = L;
-  if (luaL_loadfile(L, r->lua_path) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
-    snprintf(err, errlen, "sasl_lua_mechanism: %s", lua_tostring(L, -1));
-    return 0;
-  }
+  lua_State *L;
+  if (!run_file(r, from, "sasl_lua_mechanism", r->lua_path, err, errlen)) return 0;
+  L = r->L;
   if (!lua_istable(L, -1) || lua_getfield(L, -1, "start") != LUA_TFUNCTION ||
       lua_getfield(L, -2, "step") != LUA_TFUNCTION) {
     snprintf(err, errlen, "sasl_lua_mechanism %s must return a table with start and step functions", r->lua_path);
@@ -313,7 +331,20 @@ static int load_lua_mechanism(kafka_relay *r, lua_State *from, char *err, size_t
   return 1;
 }
 
+/* Loads r->token_path: a chunk returning function(ctx) -> token [, extensions]. */
+static int load_token_script(kafka_relay *r, lua_State *from, char *err, size_t errlen) {
+  if (!run_file(r, from, "sasl_oauthbearer_token_script", r->token_path, err, errlen)) return 0;
+  if (!lua_isfunction(r->L, -1)) {
+    snprintf(err, errlen, "sasl_oauthbearer_token_script %s must return a function(ctx) -> token [, extensions]",
+             r->token_path);
+    return 0;
+  }
+  r->token_fn = luaL_ref(r->L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
 int relay_check(kafka_relay *r, lua_State *L, char *err, size_t errlen) {
+  if (r->token_path && !load_token_script(r, L, err, errlen)) return 0;
   if (r->lua_path) {
     if (!load_lua_mechanism(r, L, err, errlen)) return 0;
   } else if (strcasecmp(r->mechanism, "auto") == 0) {
@@ -792,11 +823,57 @@ static void set_ctx_field(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
+#define TOKEN_EXTENSIONS_MAX 32
+
+/* OAUTHBEARER with a token fresh from the token script for each exchange
+ * (tokens expire; KIP-368 re-authentication comes here too). The strings
+ * stay on the relay state's stack until the mechanism has copied them. */
+static int create_with_token(relay_conn *cn, conn_mech *cm, sasl_creds *creds, char *err) {
+  kafka_relay *r = cn->r;
+  lua_State *L = r->L;
+  const char *ext[2 * TOKEN_EXTENSIONS_MAX + 1];
+  char merr[SASL_ERR_MAX] = "";
+  int n = 0, top;
+  pthread_mutex_lock(&r->lua_lock);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->token_fn);
+  lua_createtable(L, 0, 4);
+  set_ctx_field(L, "host", cn->host);
+  set_ctx_field(L, "broker", cn->broker);
+  set_ctx_field(L, "username", r->username);
+  set_ctx_field(L, "principal", r->principal);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    snprintf(err, RELAY_ERR_MAX, "sasl_oauthbearer_token_script %s: %s", r->token_path, lua_tostring(L, -1));
+  } else if (lua_type(L, top + 1) != LUA_TSTRING) {
+    snprintf(err, RELAY_ERR_MAX, "sasl_oauthbearer_token_script %s gave no token%s%s", r->token_path,
+             lua_type(L, top + 2) == LUA_TSTRING ? ": " : "",
+             lua_type(L, top + 2) == LUA_TSTRING ? lua_tostring(L, top + 2) : "");
+  } else {
+    if (lua_istable(L, top + 2)) {
+      lua_pushnil(L);
+      while (n < 2 * TOKEN_EXTENSIONS_MAX && lua_next(L, top + 2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+          ext[n++] = lua_tostring(L, -2);
+          ext[n++] = lua_tostring(L, -1);
+        }
+        lua_pop(L, 1); /* the strings stay alive in the table */
+      }
+    }
+    ext[n] = NULL;
+    creds->token = lua_tostring(L, top + 1);
+    creds->extensions = ext;
+    if ((cm->m = cm->type->create(creds, merr)) == NULL) snprintf(err, RELAY_ERR_MAX, "%s", merr);
+  }
+  lua_settop(L, top);
+  pthread_mutex_unlock(&r->lua_lock);
+  return cm->m != NULL;
+}
+
 static int mech_create(relay_conn *cn, const char *name, conn_mech *cm, char *err) {
   kafka_relay *r = cn->r;
   memset(cm, 0, sizeof *cm);
   cm->ref = LUA_NOREF;
-  if (r->L) {
+  if (r->lua_def != LUA_NOREF) {
     pthread_mutex_lock(&r->lua_lock);
     lua_createtable(r->L, 0, 12);
     set_ctx_field(r->L, "mechanism", name);
@@ -832,6 +909,7 @@ static int mech_create(relay_conn *cn, const char *name, conn_mech *cm, char *er
       snprintf(err, RELAY_ERR_MAX, "no SASL mechanism '%s'", name);
       return 0;
     }
+    if (cm->type == &sasl_oauthbearer && r->token_fn != LUA_NOREF) return create_with_token(cn, cm, &creds, err);
     if ((cm->m = cm->type->create(&creds, merr)) == NULL) snprintf(err, RELAY_ERR_MAX, "%s", merr);
     return cm->m != NULL;
   }
@@ -1364,6 +1442,7 @@ void relay_destroy(kafka_relay *r) {
   wipe_free(r->service);
   wipe_free(r->krb5_config);
   wipe_free(r->lua_path);
+  wipe_free(r->token_path);
   wipe_free(r->ssl_ca);
   wipe_free(r->ssl_cert);
   wipe_free(r->ssl_key);

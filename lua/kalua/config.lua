@@ -36,7 +36,7 @@ local SECURITY = section {
   ssl_key_password = str(), ssl_endpoint_identification = bool(),
   sasl_kerberos_service_name = str(), sasl_keytab_path = str(), sasl_krb5_config_path = str(),
   sasl_jaas_config = str(), sasl_principal = str(), sasl_lua_mechanism = str(),
-  sasl_relay = bool(), sasl_oauthbearer_token = str(),
+  sasl_relay = bool(), sasl_oauthbearer_token = str(), sasl_oauthbearer_token_script = str(),
 }
 
 local TOPICS = section { include = { kind = "strings" }, exclude = { kind = "strings" } }
@@ -322,14 +322,15 @@ local RELAY_KEYS = {
   sasl_oauthbearer_token = "kalua.sasl.token", sasl_keytab_path = "kalua.sasl.keytab",
   sasl_principal = "kalua.sasl.principal", sasl_kerberos_service_name = "kalua.sasl.service",
   sasl_krb5_config_path = "kalua.sasl.krb5_config", sasl_lua_mechanism = "kalua.sasl.lua_mechanism",
+  sasl_oauthbearer_token_script = "kalua.sasl.token_script",
 }
 
 local function check_credentials(sec, mechanism)
   if (mechanism == "PLAIN" or mechanism:find("^SCRAM")) and not (sec.sasl_username and sec.sasl_password) then
     return nil, ("sasl_mechanism %s needs sasl_username and sasl_password"):format(mechanism)
   end
-  if mechanism == "OAUTHBEARER" and not sec.sasl_oauthbearer_token then
-    return nil, "sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_token"
+  if mechanism == "OAUTHBEARER" and not (sec.sasl_oauthbearer_token or sec.sasl_oauthbearer_token_script) then
+    return nil, "sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_token or sasl_oauthbearer_token_script"
   end
   if mechanism == "GSSAPI" and sec.sasl_keytab_path then
     local ok, err = readable("sasl_keytab_path", sec.sasl_keytab_path)
@@ -347,9 +348,11 @@ local function add_relay(props, sec, protocol, mechanism)
     if not ok then return nil, err end
     props["kalua.sasl.mechanism"] = mechanism
   end
-  if sec.sasl_lua_mechanism then
-    local ok, err = readable("sasl_lua_mechanism", sec.sasl_lua_mechanism)
-    if not ok then return nil, err end
+  for _, key in ipairs { "sasl_lua_mechanism", "sasl_oauthbearer_token_script" } do
+    if sec[key] then
+      local ok, err = readable(key, sec[key])
+      if not ok then return nil, err end
+    end
   end
   props["security.protocol"] = "plaintext"
   props["kalua.relay"] = "true"
