@@ -12,15 +12,18 @@
 -- kill -9, is safe, and the next run resumes. Filesystem storage for now
 -- (storage.backend: filesystem, storage.path).
 -- On a terminal a progress line shows partitions done, records, bytes and rate.
+-- Connection flags (e.g. --sasl-mechanism GSSAPI --sasl-keytab ...) override
+-- the config's source:
+-- @connection-flags
 -- Exits 0 when every selected partition is backed up, 1 otherwise.
 local cli = require "kalua.cli"
 local config = require "kalua.config"
 local backup = require "kalua.backup"
 
-local flags = {
+local flags = cli.flags({
   { name = "config", short = "c", key = "config", arg = true, help = "YAML config file" },
   { name = "quiet", short = "q", key = "quiet", help = "print nothing on success" },
-}
+}, cli.client_override_flags())
 
 local opts, err = cli.parse({ ... }, flags)
 if not opts then cli.die("backup", err) end
@@ -30,6 +33,11 @@ local cfg
 cfg, err = config.load(opts.config)
 if not cfg then cli.die("backup", err) end
 if cfg.mode ~= "backup" then cli.die("backup", ("%s: mode is '%s', expected 'backup'"):format(opts.config, tostring(cfg.mode))) end
+do
+  local client, cerr = cli.override(opts, cfg.source)
+  if cerr then cli.die("backup", cerr) end
+  cfg.source = client
+end
 
 -- A progress line, redrawn at most 4 times a second, only for a person.
 local function progress_line()

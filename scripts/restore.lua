@@ -21,11 +21,11 @@ local cli = require "kalua.cli"
 local config = require "kalua.config"
 local restore = require "kalua.restore"
 
-local flags = {
+local flags = cli.flags({
   { name = "config", short = "c", key = "config", arg = true, help = "YAML config file" },
   { name = "dry-run", short = "n", key = "dry_run", help = "print the plan only" },
   { name = "show-offset-mapping", key = "show_mapping", help = "print the source -> target offset mapping" },
-}
+}, cli.client_override_flags())
 
 local opts, err = cli.parse({ ... }, flags)
 if not opts then cli.die("restore", err) end
@@ -34,6 +34,11 @@ local cfg
 cfg, err = config.load(opts.config)
 if not cfg then cli.die("restore", err) end
 if cfg.mode ~= "restore" then cli.die("restore", ("%s: mode is '%s', expected 'restore'"):format(opts.config, tostring(cfg.mode))) end
+do
+  local client, cerr = cli.override(opts, cfg.target)
+  if cerr then cli.die("restore", cerr) end
+  cfg.target = client
+end
 
 local function show_mapping()
   local mapping, ckpt = restore.offset_mapping(cfg)

@@ -149,6 +149,32 @@ function M.client(opts, base)
   return client
 end
 
+--- The connection flags without --config, for commands whose --config is
+-- their own job file (backup, restore): the flags then override its client.
+function M.client_override_flags()
+  local out = {}
+  for _, f in ipairs(M.connection_flags) do
+    if f.key ~= "config" then out[#out + 1] = f end
+  end
+  return out
+end
+
+--- A config's client section (`source` or `target`) with any connection
+-- flags of opts laid over it; the section itself when no flag is given.
+function M.override(opts, section)
+  local given = opts.sasl_password_env or opts.sasl_password_file or opts.ssl_key_password_env or opts.properties
+  for _, f in ipairs(M.connection_flags) do
+    if f.key ~= "config" and opts[f.key] ~= nil then given = true end
+  end
+  if not given then return section end
+  local client, err = M.client(opts, section)
+  if not client then return nil, err end
+  for k, v in pairs(section or {}) do
+    if client[k] == nil then client[k] = v end -- topics, group_id, ...
+  end
+  return client
+end
+
 --- Opens a kafka client ("producer", "consumer" or "admin") from parsed
 -- connection flags, reading --config's `source` (or `target` when
 -- section says so) first. Returns the client or nil, message.
