@@ -355,7 +355,11 @@ int relay_check(kafka_relay *r, lua_State *L, char *err, size_t errlen) {
     snprintf(err, errlen, "the auth relay needs kalua.sasl.mechanism");
     return 0;
   } else if ((r->type = find_mechanism(r->mechanism)) == NULL) {
-    snprintf(err, errlen, "the auth relay has no SASL mechanism '%s'", r->mechanism);
+    if (strcmp(r->mechanism, "GSSAPI") == 0)
+      snprintf(err, errlen, "SASL mechanism 'GSSAPI' is not in this build: rebuild with -DKALUA_WITH_GSSAPI=ON "
+                            "(needs the libkrb5-dev package)");
+    else
+      snprintf(err, errlen, "the auth relay has no SASL mechanism '%s'", r->mechanism);
     return 0;
   }
   if (r->tls) {
