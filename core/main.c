@@ -22,7 +22,8 @@ enum {
   OPT_I = 2,     /* -i */
   OPT_V = 4,     /* -v */
   OPT_E = 8,     /* -e */
-  OPT_NOENV = 16 /* -E */
+  OPT_NOENV = 16, /* -E */
+  OPT_REPL_FLAGS = 32 /* -i followed by --long flags: the REPL's clients */
 };
 
 /* lua5.4's option list, word for word: its usage message must match. */
@@ -83,7 +84,11 @@ static int collect_args(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
-        if (argv[i][2] != '\0') return OPT_ERROR;
+        if (argv[i][2] != '\0') {
+          /* kalua -i --bootstrap-servers ...: the REPL's connection flags */
+          if (!(args & OPT_I)) return OPT_ERROR;
+          return args | OPT_REPL_FLAGS;
+        }
         *first = i + 1;
         return args;
       case '\0':
@@ -255,13 +260,18 @@ static int pmain(lua_State *L) {
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & OPT_NOENV) && run_lua_init(L) != LUA_OK) return 0;
   if (!run_options(L, argv, script)) return 0;
+  if (args & OPT_REPL_FLAGS) {
+    host_repl(L, argv + script);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   if (script < argc && run_script(L, argv + script) != LUA_OK) return 0;
   if (args & OPT_I) {
-    host_repl(L);
+    host_repl(L, NULL);
   } else if (script == argc && !(args & (OPT_E | OPT_V))) {
     if (isatty(STDIN_FILENO)) {
       print_lua_version();
-      host_repl(L);
+      host_repl(L, NULL);
     } else {
       run_file(L, NULL);
     }

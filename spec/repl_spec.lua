@@ -118,6 +118,67 @@ describe("the REPL on a terminal", function()
   end)
 end)
 
+describe("the REPL with clients (kalua -i --bootstrap-servers)", function()
+  local dir, session, topic
+  local rig = require "rig"
+
+  setup(function()
+    assert(have_tmux(), "tmux is required (tools/install-deps installs it)")
+    local kafka = require "kalua.kafka"
+    topic = rig.topic("replcomplete")
+    local admin <close> = assert(kafka.admin { bootstrap_servers = rig.env("KAFKA_PLAINTEXT") })
+    assert(admin:create_topics { { name = topic, partitions = 1, replication_factor = 1 } })
+  end)
+
+  before_each(function()
+    dir = proc.tmpdir()
+    local cmd = ("env HOME=%s KALUA_HISTORY=%s/history %s -i --bootstrap-servers %s"):format(dir, dir, proc.kalua(),
+      rig.env("KAFKA_PLAINTEXT"))
+    session = Session.start(cmd)
+    session:wait_for("clients admin, producer, consumer -> " .. rig.env("KAFKA_PLAINTEXT"))
+    session:wait_prompt(">")
+  end)
+
+  after_each(function()
+    session:stop()
+    proc.rmdir(dir)
+  end)
+
+  it("opens clients ready to use", function()
+    session:type("producer:produce { topic = '" .. topic .. "', value = 'from the repl' }, producer:flush(5000)")
+    session:wait_for("true    true")
+    session:type("#admin:list_topics() > 0")
+    session:wait_for("true")
+  end)
+
+  it("completes module functions and methods with Tab", function()
+    tmux("send-keys", "-t", session.name, "-l", "kafka.pro")
+    tmux("send-keys", "-t", session.name, "Tab")
+    session:wait_for("> kafka.producer")
+    tmux("send-keys", "-t", session.name, "C-u")
+    tmux("send-keys", "-t", session.name, "-l", "admin:list_t")
+    tmux("send-keys", "-t", session.name, "Tab")
+    session:wait_for("> admin:list_topics")
+  end)
+
+  it("completes topic names after a quote", function()
+    session:type("#admin:list_topics() > 0") -- connected: completion asks the broker
+    session:wait_for("true")
+    tmux("send-keys", "-t", session.name, "-l", "admin:watermarks('" .. topic:sub(1, #topic - 2))
+    tmux("send-keys", "-t", session.name, "Tab")
+    session:wait_for(topic)
+  end)
+
+  it("answers :help, and :help for a module or a client", function()
+    session:type(":help")
+    session:wait_for("Open clients: admin, producer, consumer")
+    session:type(":help admin")
+    session:wait_for("methods: alter_group_offsets")
+    session:type(":nonsense")
+    session:wait_for("unknown command :nonsense")
+  end)
+end)
+
 describe("the REPL on a pipe", function()
   it("reads lines from stdin with -i", function()
     local r = proc.run({ proc.kalua(), "-i" }, { stdin = "x = 20\nx * 2\n" })

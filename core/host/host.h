@@ -30,8 +30,10 @@ const char *host_scripts_dir(void);
 /* The `kalua.host` module: versions and paths of this executable. */
 int luaopen_kalua_host(lua_State *L);
 
-/* The read-eval-print loop: libedit on a TTY, plain lines otherwise. */
-void host_repl(lua_State *L);
+/* The read-eval-print loop: libedit on a TTY (with tab completion), plain
+ * lines otherwise. flags: NULL, or the NULL-terminated connection flags of
+ * `kalua -i --bootstrap-servers ...` for kalua.repl.setup. */
+void host_repl(lua_State *L, char **flags);
 
 /* Prints the versions of kalua and every library it links. */
 void host_print_versions(void);

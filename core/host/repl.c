@@ -3,7 +3,9 @@
  * Reads like `lua`'s: an expression is tried as `return <line>` first, an
  * incomplete statement asks for more lines, results are printed. Results go
  * through kalua.repl, which pretty-prints tables and records; the loop falls
- * back to the global `print` when that module cannot load. */
+ * back to the global `print` when that module cannot load. Lines starting
+ * with ':' are REPL commands (kalua.repl.command: `:help`). Tab completes
+ * through kalua.repl.complete: fields, methods, globals, topic names. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,6 +27,82 @@ struct line_reader {
   int tty;
   char history_file[PATH_MAX];
 };
+
+/* --- tab completion -------------------------------------------------------
+ * readline's callbacks take no user data, and a process has one terminal:
+ * the REPL's state is kept here while it runs (set and cleared by host_repl). */
+static lua_State *completing;
+static char **candidates;
+static size_t candidate_count;
+
+static void free_candidates(void) {
+  size_t i;
+  for (i = 0; i < candidate_count; i++) free(candidates[i]);
+  free(candidates);
+  candidates = NULL;
+  candidate_count = 0;
+}
+
+/* Asks kalua.repl.complete(line_before_word, word) for the candidates. */
+static void collect_candidates(const char *before, size_t before_len, const char *word) {
+  lua_State *L = completing;
+  int top = lua_gettop(L);
+  free_candidates();
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "kalua.repl");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_getfield(L, -1, "complete") != LUA_TFUNCTION) goto done;
+  lua_pushlstring(L, before, before_len);
+  lua_pushstring(L, word);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_istable(L, -1)) goto done;
+  {
+    size_t n = (size_t)luaL_len(L, -1), i;
+    candidates = calloc(n ? n : 1, sizeof *candidates);
+    for (i = 0; candidates && i < n; i++) {
+      lua_rawgeti(L, -1, (lua_Integer)i + 1);
+      if (lua_type(L, -1) == LUA_TSTRING) candidates[candidate_count++] = strdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+done:
+  lua_settop(L, top);
+}
+
+static char *next_candidate(const char *text, int state) {
+  static size_t at;
+  (void)text;
+  if (state == 0) at = 0;
+  return at < candidate_count ? strdup(candidates[at++]) : NULL;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)end;
+  rl_attempted_completion_over = 1; /* never fall back to file names */
+  collect_candidates(rl_line_buffer, (size_t)start, text);
+  return candidate_count ? rl_completion_matches(text, next_candidate) : NULL;
+}
+
+static void setup_completion(lua_State *L) {
+  completing = L;
+  rl_attempted_completion_function = complete;
+  /* "kafka.producer" and "admin:list_topics" are one word; a quote starts
+   * a topic name */
+  rl_completer_word_break_characters = (char *)" \t\n\"'(,=[{+-*/<>~;";
+}
+
+/* A line ":name args" runs kalua.repl.command(name, args). */
+static int run_command(lua_State *L, const char *line) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "kalua.repl");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_getfield(L, -1, "command") != LUA_TFUNCTION) {
+    lua_settop(L, 0);
+    fputs("REPL commands need kalua.repl\n", stderr);
+    return 0;
+  }
+  lua_pushstring(L, line + 1);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) host_message(NULL, lua_tostring(L, -1));
+  lua_settop(L, 0);
+  return 1;
+}
 
 static const char *prompt_for(lua_State *L, int first_line) {
   const char *p;
@@ -115,10 +193,18 @@ static int load_statement(struct line_reader *r, lua_State *L) {
 
 /* Leaves a compiled chunk (or an error message) on the stack.
  * Returns -1 at end of input. */
+/* LUA_OK with a chunk on the stack, -1 at the end of input, -2 when the
+ * line was a REPL command (already run), else a load error. */
 static int load_input(struct line_reader *r, lua_State *L) {
   char *line = read_line(r, prompt_for(L, 1));
   const char *text;
   if (line == NULL) return -1;
+  if (line[0] == ':') {
+    remember(r, line);
+    run_command(L, line);
+    free(line);
+    return -2;
+  }
   text = line[0] == '=' ? line + 1 : line; /* Lua 5.2's `=expr` still works */
   if (try_expression(L, text) == LUA_OK) {
     remember(r, line);
@@ -150,27 +236,34 @@ static void print_results(lua_State *L) {
 }
 
 /* Puts kalua's modules in globals for interactive use only; scripts keep
- * `lua`'s clean global table. */
-static void preload_globals(lua_State *L) {
+ * `lua`'s clean global table. flags (NULL-terminated, may be NULL) are
+ * connection flags for the clients kalua.repl.setup opens. */
+static void preload_globals(lua_State *L, char **flags) {
   lua_getglobal(L, "require");
   lua_pushstring(L, "kalua.repl");
   if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
     lua_getfield(L, -1, "setup");
-    if (lua_isfunction(L, -1) && lua_pcall(L, 0, 0, 0) != LUA_OK) {
-      host_message(NULL, lua_tostring(L, -1));
-      lua_pop(L, 1);
+    if (lua_isfunction(L, -1)) {
+      int n = 0;
+      while (flags && flags[n]) lua_pushstring(L, flags[n++]);
+      if (lua_pcall(L, n, 0, 0) != LUA_OK) {
+        host_message(NULL, lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
     }
   }
   lua_settop(L, 0);
 }
 
-void host_repl(lua_State *L) {
+void host_repl(lua_State *L, char **flags) {
   struct line_reader r;
   int status;
   r.tty = isatty(STDIN_FILENO);
   open_history(&r);
-  preload_globals(L);
+  preload_globals(L, flags);
+  if (r.tty) setup_completion(L);
   while ((status = load_input(&r, L)) != -1) {
+    if (status == -2) continue; /* a :command */
     if (status == LUA_OK) status = host_docall(L, 0, LUA_MULTRET);
     if (status == LUA_OK)
       print_results(L);
@@ -182,4 +275,6 @@ void host_repl(lua_State *L) {
   fputs("\n", stdout);
   fflush(stdout);
   save_history(&r);
+  free_candidates();
+  completing = NULL;
 }
