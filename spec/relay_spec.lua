@@ -192,6 +192,18 @@ describe("the auth relay over TLS (SASL_SSL)", function()
     end)
   end
 
+  it("loads a client certificate with an encrypted key, and names a wrong key password", function()
+    local cert = { ssl_certificate_location = rig.env("KALUA_RIG_CLIENT_CERT"),
+      ssl_key_location = rig.env("KALUA_RIG_CLIENT_KEY_ENC"), ssl_key_password = rig.env("KALUA_RIG_CLIENT_KEY_PASSWORD") }
+    local ps = round_trip(tls("PLAIN", cert), 20)
+    assert.is_true(ps.tls)
+    cert.ssl_key_password = "not-the-password"
+    local p, msg = kafka.producer(tls("PLAIN", cert))
+    assert.is_nil(p)
+    assert.truthy(msg:find("cannot read the key (wrong ssl_key_password?)", 1, true), msg)
+    assert.falsy(msg:find("not-the-password", 1, true), msg)
+  end)
+
   it("names the certificate problem when the CA is not the broker's", function()
     -- the client certificate is no CA: nothing can chain to it
     local msg, name = first_error(tls("PLAIN", { ssl_ca_location = rig.env("KALUA_RIG_CLIENT_CERT") }))
