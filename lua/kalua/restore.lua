@@ -171,12 +171,16 @@ local function target_state(ctx, topic, partition)
   local tkey = topic .. "/" .. partition
   local t = ctx.ckpt.targets[tkey]
   local low, high
-  -- A topic created a moment ago has no leader yet; give it ~15 s.
-  for _ = 1, 60 do
+  -- A topic created a moment ago has no leader yet, and librdkafka's
+  -- metadata cache may not know its partitions: ask again (fresh metadata)
+  -- for up to 30 s by the clock (poll returns early when it serves events).
+  local deadline = clock.now() + 30
+  repeat
     low, high = ctx.admin:watermarks(topic, partition)
     if low then break end
+    ctx.admin:metadata { topic = topic, timeout_ms = 2000 }
     ctx.producer:poll(250)
-  end
+  until clock.now() >= deadline
   if not low then return nil, ("%s [%d]: cannot read the end offset: %s"):format(topic, partition, high) end
   if not t then
     -- Recorded (by restore_wave) before the first record is sent: were it
