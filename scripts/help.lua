@@ -4,6 +4,7 @@
 -- Every command is a Lua script in scripts/; its leading comment block is
 -- its help text, so `kalua help backup` always says what the script does.
 local host = require "kalua.host"
+local cli = require "kalua.cli"
 
 local function help_text(path)
   local f = io.open(path, "r")
@@ -28,6 +29,7 @@ local function list_commands()
   end
   print()
   print("`kalua help <command>` describes one; `kalua --help` lists the Lua options.")
+  print("Every command takes --log-format text|json, -v (-vv) and -q for its log lines on stderr.")
 end
 
 -- A help line "@connection-flags" stands for the flags every Kafka command takes.
@@ -35,7 +37,7 @@ local function expand(lines)
   local out = {}
   for _, line in ipairs(lines) do
     if line == "@connection-flags" then
-      out[#out + 1] = require("kalua.cli").usage(require("kalua.cli").connection_flags)
+      out[#out + 1] = cli.usage(cli.connection_flags)
     else
       out[#out + 1] = line
     end
@@ -45,11 +47,11 @@ end
 
 local function describe(name)
   local path = host.command_path(name)
-  if not path then
-    io.stderr:write("kalua help: unknown command '", name, "' (try `kalua help`)\n")
-    os.exit(1)
-  end
+  if not path then cli.die("help", ("unknown command '%s' (try `kalua help`)"):format(name)) end
   print(table.concat(expand(help_text(path)), "\n"))
+  print()
+  print("Every command also takes (logs go to stderr):")
+  print(cli.usage(cli.log_flags))
 end
 
 local name = ...

@@ -38,7 +38,7 @@ end
 local failed = false
 for _, b in ipairs(backups) do
   if b.error then
-    io.stderr:write("kalua list: ", b.error, "\n")
+    cli.report("list", b.error)
     failed = true
   end
 end

@@ -7,6 +7,7 @@
 -- Connection flags:
 -- @connection-flags
 local cli = require "kalua.cli"
+local log = require "kalua.log"
 
 local flags = cli.flags(cli.connection_flags, {
   { name = "key-delimiter", short = "k", key = "key_delimiter", arg = true, help = "split key and value at SEP" },
@@ -45,4 +46,4 @@ end
 local ok, e = producer:flush(30000)
 if not ok then cli.die("produce", e) end
 producer:close()
-io.stderr:write(("produced %d records to %s\n"):format(n, topic))
+log.info(("produced %d records to %s"):format(n, topic), { records = n, topic = topic })

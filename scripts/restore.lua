@@ -33,6 +33,7 @@ if not opts.config then cli.die("restore", "usage: kalua restore --config restor
 local cfg
 cfg, err = config.load(opts.config)
 if not cfg then cli.die("restore", err) end
+require("kalua.log").secrets_in(cfg) -- storage keys and passwords: never in a log line
 if cfg.mode ~= "restore" then cli.die("restore", ("%s: mode is '%s', expected 'restore'"):format(opts.config, tostring(cfg.mode))) end
 do
   local client, cerr = cli.override(opts, cfg.target)
@@ -89,4 +90,4 @@ print(("restore %s: %d topics (%d created), %d partitions, %d records%s, %d grou
   summary.topics, summary.created, summary.partitions, summary.records,
   summary.resumed > 0 and (" (resumed: %d found already written)"):format(summary.resumed) or "",
   summary.groups, os.time() - started))
-for _, line in ipairs(summary.groups_skipped or {}) do io.stderr:write("kalua restore: group ", line, "\n") end
+for _, line in ipairs(summary.groups_skipped or {}) do cli.report("restore", "group " .. line, "warn") end

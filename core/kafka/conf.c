@@ -55,7 +55,7 @@ static void note_property(kafka_client *c, const char *name, const char *value) 
     if (strcmp(name, secret_properties[i]) == 0) remember_secret(c, value);
   if (strcmp(name, "sasl.mechanism") == 0 || strcmp(name, "sasl.mechanisms") == 0)
     snprintf(c->mechanism, sizeof c->mechanism, "%s", value);
-  if (strcmp(name, "debug") == 0) c->log_to_stderr = 1;
+  if (strcmp(name, "debug") == 0) c->log_requested = 1;
 }
 
 /* The value at idx as a property string (booleans as true/false). */
@@ -212,7 +212,7 @@ static int apply_keys(lua_State *L, int idx, rd_kafka_conf_t *conf, kafka_client
     } else if (strcmp(name, "timeout_ms") == 0) {
       c->timeout_ms = (int)luaL_checkinteger(L, -1);
     } else if (strcmp(name, "log") == 0) {
-      c->log_to_stderr = lua_toboolean(L, -1);
+      c->log_requested = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
   }
@@ -289,8 +289,13 @@ int kafka_sasl_probe(lua_State *L) {
   props = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, props)) {
-    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-    const char *value = property_value(L, -1);
+    const char *name, *value;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
+    name = lua_tostring(L, -2);
+    value = property_value(L, -1);
     if (strcmp(name, "bootstrap.servers") == 0) bootstrap = value;
     if (strncmp(name, "kalua.", 6) == 0 && value) {
       has_relay = 1;

@@ -2,7 +2,8 @@
  *
  * kafka.producer(conf), kafka.consumer(conf), kafka.admin(conf) return
  * objects or nil, message, name where name is librdkafka's error name
- * ("_TRANSPORT", "_AUTHENTICATION", "TOPIC_ALREADY_EXISTS", ...). */
+ * ("_TRANSPORT", "_AUTHENTICATION", "TOPIC_ALREADY_EXISTS", ...).
+ * kafka.set_logger(fn) routes librdkafka's log lines to fn (see log.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@ void kafka_client_init(kafka_client *c, const char *kind) {
   c->kind = kind;
   c->timeout_ms = 10000;
   pthread_mutex_init(&c->lock, NULL);
+  kafka_logq_init(&c->logq);
 }
 
 void kafka_client_release(kafka_client *c) {
@@ -56,13 +58,6 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   pthread_mutex_unlock(&c->lock);
 }
 
-/* librdkafka logs go to stderr only when asked (conf `log = true` or a
- * `debug` property): kalua reports errors itself, once, in one line. */
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-  kafka_client *c = rd_kafka_opaque(rk);
-  if (c && c->log_to_stderr) fprintf(stderr, "%%%d|%s|%s: %s\n", level, fac, rd_kafka_name(rk), buf);
-}
-
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kafka_client *c = opaque;
   struct kafka_delivery *d;
@@ -91,8 +86,9 @@ out:
 void kafka_install_callbacks(rd_kafka_conf_t *conf, kafka_client *c) {
   rd_kafka_conf_set_opaque(conf, c);
   rd_kafka_conf_set_error_cb(conf, on_error);
-  rd_kafka_conf_set_log_cb(conf, on_log);
-  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  rd_kafka_conf_set_log_cb(conf, kafka_on_log); /* log.c: queued for the Lua thread */
+  /* A consumer would log a CONFWARN for a delivery callback. */
+  if (strcmp(c->kind, "consumer") != 0) rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 }
 
 /* Replaces every secret in msg (in place) with "***". */
@@ -358,6 +354,10 @@ kafka_client *kafka_client_new(lua_State *L, const char *kind, rd_kafka_type_t t
     kafka_client_release(c);
     return NULL;
   }
+  /* librdkafka's log lines are queued for kalua.log (which drops them
+   * unless -v), or for stderr when the client asked for them. */
+  c->log_wanted = c->log_requested || kafka_has_logger(L);
+  snprintf(c->name, sizeof c->name, "%s", kind);
   c->rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
   if (c->rk == NULL) {
     rd_kafka_conf_destroy(conf);
@@ -365,6 +365,7 @@ kafka_client *kafka_client_new(lua_State *L, const char *kind, rd_kafka_type_t t
     kafka_client_release(c);
     return NULL;
   }
+  snprintf(c->name, sizeof c->name, "%s", rd_kafka_name(c->rk));
   lua_settop(L, ud);
   return c;
 }
@@ -410,6 +411,7 @@ static const luaL_Reg kafka_funcs[] = {
   {"sasl_probe", kafka_sasl_probe},
   {"version", kafka_version},
   {"err2name", kafka_err2name},
+  {"set_logger", kafka_set_logger},
   {NULL, NULL}
 };
 
@@ -421,6 +423,9 @@ int luaopen_kalua_kafka(lua_State *L) {
   add_client_methods(L, KAFKA_PRODUCER_MT);
   add_client_methods(L, KAFKA_CONSUMER_MT);
   add_client_methods(L, KAFKA_ADMIN_MT);
+  kafka_wrap_methods(L, KAFKA_PRODUCER_MT);
+  kafka_wrap_methods(L, KAFKA_CONSUMER_MT);
+  kafka_wrap_methods(L, KAFKA_ADMIN_MT);
   luaL_newlib(L, kafka_funcs);
   return 1;
 }

@@ -20,12 +20,34 @@
 
 #define KAFKA_ERRSTR_MAX 512
 #define KAFKA_SECRETS_MAX 4
+#ifndef KAFKA_LOG_LINES_MAX
+#define KAFKA_LOG_LINES_MAX 4096 /* queued librdkafka log lines per client */
+#endif
+#define KAFKA_LOGGER_KEY "kalua.kafka.logger" /* registry: the Lua log function */
 
 struct kafka_delivery {
   char *topic;
   int32_t partition;
   int64_t offset;
   rd_kafka_resp_err_t err;
+};
+
+/* librdkafka log lines, queued by its threads for the Lua thread: a
+ * bounded ring; lines past KAFKA_LOG_LINES_MAX are counted and dropped.
+ * It has its own lock and outlives kafka_client_release, so close() can
+ * still hand over what librdkafka said while shutting down; __gc frees it. */
+struct kafka_log_line {
+  int level;       /* syslog severity, 0..7 */
+  long long ts_ms; /* wall clock when librdkafka logged it */
+  char *text;      /* "facility\0message\0", one allocation */
+};
+
+struct kafka_logq {
+  pthread_mutex_t lock;
+  struct kafka_log_line *lines; /* ring, allocated at the first line */
+  size_t head, len;
+  unsigned long dropped;
+  int live; /* lock initialised, not yet freed (__gc frees it) */
 };
 
 typedef struct kafka_client {
@@ -49,7 +71,12 @@ typedef struct kafka_client {
   /* Values that must never appear in an error message. */
   char *secrets[KAFKA_SECRETS_MAX];
   char mechanism[32];
-  int log_to_stderr;
+  /* librdkafka's log lines: requested (conf `log = true` or a `debug`
+   * property) or wanted (a Lua logger was set when the client was made). */
+  int log_requested;
+  int log_wanted;
+  char name[64]; /* rd_kafka_name, kept for lines drained after close */
+  struct kafka_logq logq;
   /* kalua's auth relay (relay.h), when kalua runs SASL for this client. */
   struct kafka_relay *relay;
 } kafka_client;
@@ -77,6 +104,16 @@ void kafka_push_partitions(lua_State *L, const rd_kafka_topic_partition_list_t *
 int64_t kafka_check_offset(lua_State *L, int idx, int64_t *timestamp);
 int kafka_opt_timeout(lua_State *L, int idx, kafka_client *c);
 void kafka_scrub(kafka_client *c, char *msg);
+
+/* log.c: librdkafka's log lines, queued by its threads, handed to the Lua
+ * logger (kafka.set_logger) on the Lua thread after each client method. */
+void kafka_logq_init(struct kafka_logq *q);
+void kafka_logq_free(struct kafka_logq *q); /* idempotent */
+void kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+void kafka_drain_logs(lua_State *L, kafka_client *c);
+int kafka_has_logger(lua_State *L);
+int kafka_set_logger(lua_State *L);
+void kafka_wrap_methods(lua_State *L, const char *mt); /* drain after every method */
 
 /* conf.c: a librdkafka conf from a Lua config table, or NULL with
  * nil, message, name pushed (the caller returns 3). */

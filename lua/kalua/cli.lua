@@ -5,6 +5,8 @@
 -- YAML `source` keys, so `--sasl-mechanism` and `sasl_mechanism:` mean the same.
 -- Secrets are never taken from argv (visible in `ps`): `--sasl-password-env VAR`
 -- and `--sasl-password-file PATH` name where to read them.
+local log = require "kalua.log"
+
 local M = {}
 
 --- Flags every command that talks to Kafka accepts.
@@ -39,11 +41,26 @@ M.connection_flags = {
     help = "librdkafka property name=value (repeatable)" },
 }
 
+--- Flags every command takes (applied to kalua.log by parse): the log
+-- format, -v (debug; -vv trace) and -q (errors only). A command that
+-- declares a flag of the same name or letter keeps its own meaning; its
+-- own `quiet` key (backup's "print nothing on success") quiets the log too.
+M.log_flags = {
+  { name = "log-format", key = "log_format", arg = true, help = "text (default) | json: one JSON object a line" },
+  { name = "verbose", short = "v", key = "verbose", count = true,
+    help = "more log lines: debug, and librdkafka's (-vv: trace)" },
+  { name = "quiet", short = "q", key = "quiet", help = "log errors only" },
+}
+
 local function index_flags(flags)
   local by_name = {}
   for _, f in ipairs(flags) do
     by_name["--" .. f.name] = f
     if f.short then by_name["-" .. f.short] = f end
+  end
+  for _, f in ipairs(M.log_flags) do
+    if not by_name["--" .. f.name] then by_name["--" .. f.name] = f end
+    if f.short and not by_name["-" .. f.short] then by_name["-" .. f.short] = f end
   end
   return by_name
 end
@@ -57,12 +74,50 @@ function M.flags(...)
   return out
 end
 
---- Parses args (a list of strings) against flags.
+-- "-vv" is -v twice when -v counts.
+local function repeated_short(by_name, a)
+  local letters = a:match("^%-(%a%a+)$")
+  if not letters or letters:find("[^" .. letters:sub(1, 1) .. "]") then return nil end
+  local f = by_name["-" .. letters:sub(1, 1)]
+  if f and f.count then return f, #letters end
+  return nil
+end
+
+--- Sets kalua.log from parsed opts: log_format, quiet (errors only),
+-- verbose (the -v count: 1 debug, 2 or more trace; a command's own
+-- boolean `verbose` is its business). Returns true or nil, message.
+function M.apply_log_flags(opts)
+  local settings = {}
+  if opts.log_format ~= nil then
+    if opts.log_format ~= "text" and opts.log_format ~= "json" then
+      return nil, ("unknown log format '%s' (expected text or json)"):format(tostring(opts.log_format))
+    end
+    settings.format = opts.log_format
+  end
+  if opts.quiet then
+    settings.level = "error"
+  elseif math.type(opts.verbose) == "integer" then
+    settings.level = opts.verbose >= 2 and "trace" or "debug"
+  end
+  -- `kalua topics ...` runs with arg[0] == "topics": its lines say so.
+  local command = type(arg) == "table" and arg[0]
+  if type(command) == "string" and command:match("^[%w_-]+$") and not log.settings().fields.component then
+    settings.fields = { component = command }
+  end
+  if next(settings) then log.configure(settings) end
+  return true
+end
+
+--- Parses args (a list of strings) against flags, plus M.log_flags.
 -- Returns opts (flag values by key, positional args in opts[1..n]) or
 -- nil, message. `--name=value` and `--name value` both work; `--` ends flags.
+-- The log flags take effect (kalua.log) even when parsing fails, so the
+-- error is written the way --log-format asks.
 function M.parse(args, flags)
   local by_name = index_flags(flags)
   local opts = {}
+  local failure
+  local function fail(msg) failure = failure or msg end
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -72,31 +127,38 @@ function M.parse(args, flags)
     end
     local name, inline = a:match("^(%-%-[^=]+)=(.*)$")
     name = name or a
-    local f = by_name[name]
+    local f, times = by_name[name], 1
+    if not f and a:sub(1, 1) == "-" then f, times = repeated_short(by_name, a) end
     if a:sub(1, 1) == "-" and a ~= "-" and not f then
-      return nil, ("unknown option '%s'"):format(name)
-    end
-    if not f then
+      fail(("unknown option '%s'"):format(name))
+    elseif not f then
       opts[#opts + 1] = a
     elseif f.arg then
       local value = inline
       if value == nil then
         i = i + 1
         value = args[i]
-        if value == nil then return nil, ("option '%s' needs a value"):format(name) end
       end
-      if f.multi then
+      if value == nil then
+        fail(("option '%s' needs a value"):format(name))
+      elseif f.multi then
         opts[f.key] = opts[f.key] or {}
         table.insert(opts[f.key], value)
       else
         opts[f.key] = value
       end
+    elseif inline ~= nil then
+      fail(("option '%s' takes no value"):format(name))
+    elseif f.count then
+      opts[f.key] = (tonumber(opts[f.key]) or 0) + times
     else
-      if inline ~= nil then return nil, ("option '%s' takes no value"):format(name) end
       opts[f.key] = true
     end
     i = i + 1
   end
+  local ok, err = M.apply_log_flags(opts)
+  if not ok then fail(err) end
+  if failure then return nil, failure end
   return opts
 end
 
@@ -142,6 +204,7 @@ function M.client(opts, base)
     if not k then return nil, ("-X expects name=value, got '%s'"):format(kv) end
     client.properties[k] = v
   end
+  log.secrets_in(client) -- passwords read from env, files or the config: never logged
   if not client.bootstrap_servers then
     return nil, "no brokers: give --bootstrap-servers (or -b), or a --config with source.bootstrap_servers"
   end
@@ -166,7 +229,7 @@ function M.override(opts, section)
   for _, f in ipairs(M.connection_flags) do
     if f.key ~= "config" and opts[f.key] ~= nil then given = true end
   end
-  if not given then return section end
+  if not given then return log.secrets_in(section) end
   local client, err = M.client(opts, section)
   if not client then return nil, err end
   for k, v in pairs(section or {}) do
@@ -188,6 +251,10 @@ function M.connect(kind, opts, extra, section)
   local client, err = M.client(opts, base)
   if not client then return nil, err end
   for k, v in pairs(extra or {}) do client[k] = v end
+  log.debug("connecting", { client = kind, bootstrap_servers = client.bootstrap_servers,
+    security_protocol = client.security and client.security.security_protocol,
+    sasl_mechanism = client.security and client.security.sasl_mechanism })
+  log.trace("client config", client) -- secret fields come out as [redacted]
   local kafka = require "kalua.kafka"
   return kafka[kind](client)
 end
@@ -202,9 +269,27 @@ function M.usage(flags)
   return table.concat(lines, "\n")
 end
 
---- Prints "kalua <command>: message" to stderr and exits with status 1 (or code).
+--- Reports a problem that is not the end of the command: "kalua <command>:
+-- message" on stderr, or with --log-format json one line of that level
+-- (default "error"; "warn" lines go unless -q).
+function M.report(command, message, level)
+  level = level or "error"
+  if not log.enabled(level) then return end
+  if log.settings().format == "json" then
+    log.always(level, tostring(message), { component = command })
+  else
+    io.stderr:write("kalua ", command, ": ", log.mask(tostring(message)), "\n")
+  end
+end
+
+--- Reports "kalua <command>: message" (or one JSON line with --log-format
+-- json) and exits with status 1 (or code). Registered secrets are masked.
 function M.die(command, message, code)
-  io.stderr:write("kalua ", command, ": ", tostring(message), "\n")
+  if log.settings().format == "json" then
+    log.always("error", tostring(message), { component = command, exit = code or 1 })
+  else
+    io.stderr:write("kalua ", command, ": ", log.mask(tostring(message)), "\n")
+  end
   os.exit(code or 1)
 end
 
