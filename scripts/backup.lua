@@ -1,5 +1,5 @@
 --- Back up Kafka topics into segments (snapshot to the high watermarks, or continuous).
--- Usage: kalua backup --config backup.yaml [--quiet]
+-- Usage: kalua backup --config backup.yaml [--quiet] [--metrics-addr HOST:PORT] [--metrics-textfile PATH]
 --
 -- Reads OSO Kafka Backup's keys (mode: backup, backup_id, source, topics,
 -- storage, backup). Each partition is read from where the last published
@@ -9,9 +9,17 @@
 -- a segment is closed at segment_max_records or segment_max_bytes.
 -- backup.continuous: true keeps going, a round at least every
 -- segment_max_interval_ms (default 60000), until stopped: any stop, even
--- kill -9, is safe, and the next run resumes. Filesystem storage for now
--- (storage.backend: filesystem, storage.path).
+-- kill -9, is safe, and the next run resumes. SIGTERM or SIGINT stops it
+-- cleanly: the open segments are published and checkpointed, and it exits
+-- 0 with "stopped by SIGTERM after N records" (continuous mode) or 1 (a
+-- snapshot stopped before its end: run it again to resume). Storage is a
+-- path or URL (file://, s3://, az://, gs://) or a storage.backend section.
 -- On a terminal a progress line shows partitions done, records, bytes and rate.
+-- --metrics-addr 127.0.0.1:9464 serves Prometheus metrics (GET /metrics,
+-- /healthz) while it runs (port 0 picks one; "metrics at http://..." on
+-- stderr says which); --metrics-textfile PATH writes them for
+-- node_exporter's textfile collector at the end (and after each round in
+-- continuous mode). The names are in lua/kalua/telemetry.lua.
 -- Connection flags (e.g. --sasl-mechanism GSSAPI --sasl-keytab ...) override
 -- the config's source:
 -- @connection-flags
@@ -19,10 +27,15 @@
 local cli = require "kalua.cli"
 local config = require "kalua.config"
 local backup = require "kalua.backup"
+local telemetry = require "kalua.telemetry"
 
 local flags = cli.flags({
   { name = "config", short = "c", key = "config", arg = true, help = "YAML config file" },
   { name = "quiet", short = "q", key = "quiet", help = "print nothing on success" },
+  { name = "metrics-addr", key = "metrics_addr", arg = true,
+    help = "serve Prometheus metrics at host:port while running (port 0: any free one)" },
+  { name = "metrics-textfile", key = "metrics_textfile", arg = true,
+    help = "write the metrics to this file at the end (and after each continuous round)" },
 }, cli.client_override_flags())
 
 local opts, err = cli.parse({ ... }, flags)
@@ -56,12 +69,44 @@ local function progress_line()
   end
 end
 
+-- SIGTERM or SIGINT stops at the next segment boundary, checkpointed.
+local stop
+do
+  local ok, host = pcall(require, "kalua.host")
+  if ok then
+    host.catch_signals()
+    stop = host.stop_requested
+  end
+end
+
+local tele
+tele, err = telemetry.start { addr = opts.metrics_addr, textfile = opts.metrics_textfile }
+if not tele then cli.die("backup", err) end
+if tele.address and not opts.quiet then io.stderr:write(("kalua backup: metrics at http://%s/metrics\n"):format(tele.address)) end
+-- A metrics file that cannot be written is reported, not fatal.
+local function write_metrics()
+  local ok, werr = tele:write()
+  if not ok then io.stderr:write("kalua backup: ", werr, "\n") end
+end
+
 local started = os.time()
 local progress = progress_line()
 local summary
-summary, err = backup.run(cfg, { progress = progress })
+summary, err = backup.run(cfg, tele:backup_hooks { progress = progress, stop = stop,
+  round = (cfg.backup or {}).continuous and write_metrics or nil })
 if progress then io.stderr:write("\r\27[K") end
+if not summary then tele:error("backup") end
+write_metrics()
+tele:close()
 if not summary then cli.die("backup", err) end
+if summary.stopped then
+  local what = ("stopped by %s after %d records"):format(summary.stopped, summary.records)
+  if not (cfg.backup or {}).continuous then
+    cli.die("backup", what .. ", before the snapshot completed; run again to resume")
+  end
+  if not opts.quiet then print(("backup %s: %s"):format(cfg.backup_id, what)) end
+  os.exit(0)
+end
 if not opts.quiet then
   print(("backup %s: %d topics, %d partitions, %d new records in %d segments (%d bytes), %d gaps, %ds"):format(
     cfg.backup_id, summary.topics, summary.partitions, summary.records, summary.segments, summary.bytes,

@@ -49,12 +49,15 @@ int http_client_init(http_client *c, storage_error *err) {
     return 0;
   }
   c->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)c;
+  c->stats = storage_stats_current();
   return 1;
 }
 
 void http_client_free(http_client *c) {
   if (c->curl) curl_easy_cleanup(c->curl);
   c->curl = NULL;
+  storage_stats_release(c->stats);
+  c->stats = NULL;
 }
 
 void http_response_free(http_response *resp) {
@@ -140,9 +143,17 @@ static void setup(http_client *c, const http_request *req, http_response *resp, 
   }
 }
 
+static void count_attempt(http_client *c, const char *method, long status, double seconds) {
+  char code[24] = "error";
+  if (c->stats == NULL) return;
+  if (status > 0) snprintf(code, sizeof code, "%ld", status);
+  storage_stats_record(c->stats, method, code, seconds);
+}
+
 int http_do(http_client *c, const http_request *req, http_response *resp, storage_error *err) {
   int attempts = req->max_attempts > 0 ? req->max_attempts : 5, i;
   CURLcode rc = CURLE_OK;
+  double started;
   memset(resp, 0, sizeof *resp);
   for (i = 0; i < attempts; i++) {
     struct curl_slist *signed_headers = NULL, *headers;
@@ -157,10 +168,12 @@ int http_do(http_client *c, const http_request *req, http_response *resp, storag
     headers = attempt_headers(req, signed_headers);
     curl_slist_free_all(signed_headers);
     setup(c, req, resp, headers);
+    started = storage_stats_now();
     rc = curl_easy_perform(c->curl);
     curl_slist_free_all(headers);
+    if (rc == CURLE_OK) curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    count_attempt(c, req->method, rc == CURLE_OK ? resp->status : 0, storage_stats_now() - started);
     if (rc == CURLE_OK) {
-      curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
       if (!retriable_status(resp->status) || i + 1 == attempts) return 1;
     } else if (!retriable_curl(rc)) {
       break;

@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 
+#include "storage/stats.h"
 #include "storage/storage.h"
 
 typedef struct {
@@ -50,9 +51,10 @@ typedef struct {
 /* A client: a curl handle reused across requests (keep-alive). */
 typedef struct {
   CURL *curl;
-  const char *ca_file; /* NULL: the system's CAs */
-  int insecure;        /* tests against self-signed emulators only */
-  unsigned int seed;   /* for jitter */
+  const char *ca_file;  /* NULL: the system's CAs */
+  int insecure;         /* tests against self-signed emulators only */
+  unsigned int seed;    /* for jitter */
+  storage_stats *stats; /* where its attempts count: the thread's mark at init (stats.h) */
 } http_client;
 
 int http_client_init(http_client *c, storage_error *err);
@@ -60,7 +62,8 @@ void http_client_free(http_client *c);
 
 /* Performs req. Returns 1 with resp filled (any status: the caller judges
  * it) or 0 with err set when no response came after every attempt.
- * Retries 429, 500, 502, 503, 504 and connection failures. */
+ * Retries 429, 500, 502, 503, 504 and connection failures. Every attempt
+ * counts in c->stats: method, status ("error" when none came), seconds. */
 int http_do(http_client *c, const http_request *req, http_response *resp, storage_error *err);
 void http_response_free(http_response *resp);
 

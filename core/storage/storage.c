@@ -9,6 +9,14 @@
  *                                   -- closing without commit discards the write
  *   local r <close> = assert(store:open_reader(key [, offset [, length]]))
  *   r:read([n]) -> bytes | nil at the end
+ *   store:stats() -> {backend=, requests = {["PUT 200"] = n, ...},
+ *                     seconds = {PUT = {count=, sum=, buckets={...}}, ...}, bounds={...}}
+ *
+ * Every backend call, from Lua or from another module through the
+ * userdata's vtable (the segment writer's worker thread, the segment
+ * reader), goes through a counting layer here that marks the thread for
+ * the store's stats (see stats.h): object stores count each HTTP attempt,
+ * the filesystem its operations.
  *
  * Failures return nil, message, name (NOT_FOUND, NO_SPACE, PERMISSION_DENIED,
  * INVALID_KEY, IO_ERROR, UNSUPPORTED). */
@@ -19,6 +27,7 @@
 #include "kalua_util.h"
 #include <curl/curl.h>
 
+#include "storage/stats.h"
 #include "storage/storage.h"
 
 #define READ_CHUNK 65536
@@ -32,6 +41,283 @@ static store_ud *check_store(lua_State *L) {
   if (s->self == NULL) luaL_error(L, "storage is closed");
   return s;
 }
+
+/* --- counting ----------------------------------------------------------- */
+
+/* What a store's userdata holds as self: the backend's own self, and the
+ * stats its calls count into. The filesystem counts its operations here;
+ * object stores count their HTTP attempts in http_do. */
+typedef struct {
+  const storage_backend *inner;
+  void *self;
+  storage_stats *stats;
+  int count_ops;
+} counted_store;
+
+/* Writers and readers: the backend's, and the time spent in them so far
+ * (a filesystem PUT is counted once, at commit, with all of it). */
+typedef struct {
+  const storage_backend *inner;
+  storage_writer *w;
+  storage_stats *stats;
+  int count_ops;
+  double seconds;
+} counted_writer;
+
+typedef struct {
+  const storage_backend *inner;
+  storage_reader *r;
+  storage_stats *stats;
+  int count_ops;
+  double seconds;
+  const char *failed; /* the first error's name */
+} counted_reader;
+
+typedef struct {
+  storage_stats *previous;
+  double started;
+} call_scope;
+
+static void call_begin(call_scope *c, storage_stats *stats) {
+  c->previous = storage_stats_enter(stats);
+  c->started = storage_stats_now();
+}
+
+static double call_end(call_scope *c) {
+  storage_stats_leave(c->previous);
+  return storage_stats_now() - c->started;
+}
+
+static void count_op(storage_stats *stats, int count_ops, const char *method, int ok, const storage_error *err,
+                     double seconds) {
+  if (count_ops) storage_stats_record(stats, method, ok ? "ok" : (err->name ? err->name : "IO_ERROR"), seconds);
+}
+
+static void counted_destroy(void *self) {
+  counted_store *cs = self;
+  cs->inner->destroy(cs->self);
+  storage_stats_release(cs->stats);
+  free(cs);
+}
+
+static int counted_stat(void *self, const char *key, storage_entry *out, storage_error *err) {
+  counted_store *cs = self;
+  call_scope c;
+  int ok;
+  call_begin(&c, cs->stats);
+  ok = cs->inner->stat(cs->self, key, out, err);
+  count_op(cs->stats, cs->count_ops, "HEAD", ok, err, call_end(&c));
+  return ok;
+}
+
+static int counted_list(void *self, const char *prefix, void (*fn)(void *ctx, const storage_entry *e), void *ctx,
+                        storage_error *err) {
+  counted_store *cs = self;
+  call_scope c;
+  int ok;
+  call_begin(&c, cs->stats);
+  ok = cs->inner->list(cs->self, prefix, fn, ctx, err);
+  count_op(cs->stats, cs->count_ops, "LIST", ok, err, call_end(&c));
+  return ok;
+}
+
+static int counted_remove(void *self, const char *key, storage_error *err) {
+  counted_store *cs = self;
+  call_scope c;
+  int ok;
+  call_begin(&c, cs->stats);
+  ok = cs->inner->remove(cs->self, key, err);
+  count_op(cs->stats, cs->count_ops, "DELETE", ok, err, call_end(&c));
+  return ok;
+}
+
+static storage_writer *counted_open_writer(void *self, const char *key, storage_error *err) {
+  counted_store *cs = self;
+  counted_writer *cw = calloc(1, sizeof *cw);
+  call_scope c;
+  if (cw == NULL) {
+    storage_fail(err, "IO_ERROR", "out of memory opening a writer for %s", key);
+    return NULL;
+  }
+  call_begin(&c, cs->stats);
+  cw->w = cs->inner->open_writer(cs->self, key, err);
+  cw->seconds = call_end(&c);
+  if (cw->w == NULL) {
+    count_op(cs->stats, cs->count_ops, "PUT", 0, err, cw->seconds);
+    free(cw);
+    return NULL;
+  }
+  cw->inner = cs->inner;
+  cw->stats = cs->stats;
+  cw->count_ops = cs->count_ops;
+  storage_stats_retain(cw->stats);
+  return (storage_writer *)cw;
+}
+
+static void free_counted_writer(counted_writer *cw) {
+  storage_stats_release(cw->stats);
+  free(cw);
+}
+
+static int counted_write(storage_writer *w, const void *data, size_t len, storage_error *err) {
+  counted_writer *cw = (counted_writer *)w;
+  call_scope c;
+  int ok;
+  call_begin(&c, cw->stats);
+  ok = cw->inner->write(cw->w, data, len, err);
+  cw->seconds += call_end(&c);
+  return ok;
+}
+
+static int counted_commit(storage_writer *w, storage_error *err) {
+  counted_writer *cw = (counted_writer *)w;
+  call_scope c;
+  int ok;
+  call_begin(&c, cw->stats);
+  ok = cw->inner->commit(cw->w, err);
+  cw->seconds += call_end(&c);
+  count_op(cw->stats, cw->count_ops, "PUT", ok, err, cw->seconds);
+  free_counted_writer(cw);
+  return ok;
+}
+
+static void counted_abort(storage_writer *w) {
+  counted_writer *cw = (counted_writer *)w;
+  call_scope c;
+  call_begin(&c, cw->stats);
+  cw->inner->abort(cw->w);
+  call_end(&c);
+  free_counted_writer(cw);
+}
+
+static storage_reader *counted_open_reader(void *self, const char *key, int64_t offset, int64_t length,
+                                           storage_error *err) {
+  counted_store *cs = self;
+  counted_reader *cr = calloc(1, sizeof *cr);
+  call_scope c;
+  if (cr == NULL) {
+    storage_fail(err, "IO_ERROR", "out of memory opening a reader for %s", key);
+    return NULL;
+  }
+  call_begin(&c, cs->stats);
+  cr->r = cs->inner->open_reader(cs->self, key, offset, length, err);
+  cr->seconds = call_end(&c);
+  if (cr->r == NULL) {
+    count_op(cs->stats, cs->count_ops, "GET", 0, err, cr->seconds);
+    free(cr);
+    return NULL;
+  }
+  cr->inner = cs->inner;
+  cr->stats = cs->stats;
+  cr->count_ops = cs->count_ops;
+  storage_stats_retain(cr->stats);
+  return (storage_reader *)cr;
+}
+
+static int64_t counted_read(storage_reader *r, void *buf, size_t len, storage_error *err) {
+  counted_reader *cr = (counted_reader *)r;
+  call_scope c;
+  int64_t n;
+  call_begin(&c, cr->stats);
+  n = cr->inner->read(cr->r, buf, len, err);
+  cr->seconds += call_end(&c);
+  if (n < 0 && cr->failed == NULL) cr->failed = err->name ? err->name : "IO_ERROR";
+  return n;
+}
+
+static void counted_close_reader(storage_reader *r) {
+  counted_reader *cr = (counted_reader *)r;
+  call_scope c;
+  call_begin(&c, cr->stats);
+  cr->inner->close_reader(cr->r);
+  cr->seconds += call_end(&c);
+  if (cr->count_ops) storage_stats_record(cr->stats, "GET", cr->failed ? cr->failed : "ok", cr->seconds);
+  storage_stats_release(cr->stats);
+  free(cr);
+}
+
+/* One vtable per backend, for its name; static, so a writer's vtable
+ * pointer never outlives it. */
+#define COUNTED(name)                                                                                              \
+  {                                                                                                                \
+    name, counted_destroy, counted_stat, counted_list, counted_remove, counted_open_writer, counted_write,         \
+      counted_commit, counted_abort, counted_open_reader, counted_read, counted_close_reader                       \
+  }
+static const storage_backend counted_backends[] = {COUNTED("filesystem"), COUNTED("s3"), COUNTED("azure"),
+                                                   COUNTED("gcs")};
+
+static const storage_backend *counted_vtable(const storage_backend *inner) {
+  size_t i;
+  for (i = 0; i < sizeof counted_backends / sizeof counted_backends[0]; i++)
+    if (strcmp(counted_backends[i].name, inner->name) == 0) return &counted_backends[i];
+  return NULL;
+}
+
+/* Opens a store through its backend with the thread marked for a new
+ * stats, and sets s up with the counting layer over it. Returns 0 with
+ * err set on failure. */
+static int counted_open(store_ud *s, const storage_backend *inner, void *(*open)(void *arg, storage_error *err),
+                        void *arg, storage_error *err) {
+  counted_store *cs;
+  storage_stats *previous;
+  if (counted_vtable(inner) == NULL) {
+    storage_fail(err, "UNSUPPORTED", "storage backend %s has no counting layer (storage.c)", inner->name);
+    return 0;
+  }
+  cs = calloc(1, sizeof *cs);
+  if (cs == NULL || (cs->stats = storage_stats_new()) == NULL) {
+    free(cs);
+    storage_fail(err, "IO_ERROR", "out of memory opening %s storage", inner->name);
+    return 0;
+  }
+  previous = storage_stats_enter(cs->stats);
+  cs->self = open(arg, err);
+  storage_stats_leave(previous);
+  if (cs->self == NULL) {
+    storage_stats_release(cs->stats);
+    free(cs);
+    return 0;
+  }
+  cs->inner = inner;
+  cs->count_ops = inner == &storage_fs_backend;
+  s->backend = counted_vtable(inner);
+  s->self = cs;
+  return 1;
+}
+
+typedef struct {
+  lua_State *L;
+  int cfg;
+  storage_open_fn open;
+  storage_error *err;
+  void *self;
+} object_open_args;
+
+static int open_object_protected(lua_State *L) {
+  object_open_args *a = lua_touserdata(L, 1);
+  a->self = a->open(L, 2, a->err);
+  return 0;
+}
+
+/* A backend's open reads the config table from Lua: in a protected call,
+ * so that an error there cannot leave the thread marked. */
+static void *open_object(void *arg, storage_error *err) {
+  object_open_args *a = arg;
+  lua_State *L = a->L;
+  a->err = err;
+  a->self = NULL;
+  lua_pushcfunction(L, open_object_protected);
+  lua_pushlightuserdata(L, a);
+  lua_pushvalue(L, a->cfg);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    storage_fail(err, "IO_ERROR", "cannot open storage: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return a->self;
+}
+
+static void *open_fs(void *arg, storage_error *err) { return storage_fs_open(arg, err); }
 
 static const struct {
   const char *name, *scheme, *container; /* the URL's first part is this field */
@@ -81,9 +367,10 @@ static int open_object_store(lua_State *L, int kind, int cfg) {
   store_ud *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, STORE_MT);
-  s->backend = kinds[kind].backend;
-  s->self = kinds[kind].open(L, cfg, &err);
-  if (s->self == NULL) return push_error(L, &err);
+  {
+    object_open_args args = {L, cfg, kinds[kind].open, NULL, NULL};
+    if (!counted_open(s, kinds[kind].backend, open_object, &args, &err)) return push_error(L, &err);
+  }
   lua_getfield(L, cfg, kinds[kind].container);
   lua_getfield(L, cfg, "prefix");
   lua_pushfstring(L, "%s%s/%s", kinds[kind].scheme, luaL_optstring(L, -2, "?"), luaL_optstring(L, -1, ""));
@@ -131,9 +418,7 @@ static int storage_open(lua_State *L) {
   s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, STORE_MT);
-  s->backend = &storage_fs_backend;
-  s->self = storage_fs_open(path, &err);
-  if (s->self == NULL) return push_error(L, &err);
+  if (!counted_open(s, &storage_fs_backend, open_fs, (void *)path, &err)) return push_error(L, &err);
   s->where = strdup(path);
   return 1;
 }
@@ -142,14 +427,15 @@ static int storage_open(lua_State *L) {
  * works without credentials until it expires. */
 static int store_presign(lua_State *L) {
   store_ud *s = check_store(L);
+  counted_store *cs = s->self;
   const char *method = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
   long expires = (long)luaL_optinteger(L, 4, 3600);
   storage_error err = {"", NULL};
   char *url;
-  if (s->backend != &storage_s3_backend)
+  if (cs->inner != &storage_s3_backend)
     return kalua_fail(L, lua_pushfstring(L, "presigned URLs are for s3 storage, not %s", s->backend->name), "UNSUPPORTED");
   if (expires < 1 || expires > 604800) return luaL_argerror(L, 4, "expires must be 1 .. 604800 seconds (7 days)");
-  if ((url = s3_presign(s->self, method, key, expires, &err)) == NULL) return push_error(L, &err);
+  if ((url = s3_presign(cs->self, method, key, expires, &err)) == NULL) return push_error(L, &err);
   lua_pushstring(L, url);
   free(url);
   return 1;
@@ -292,6 +578,16 @@ static int store_open_reader(lua_State *L) {
   return 1;
 }
 
+/* store:stats() -> the requests counted so far (see the top of this file) */
+static int store_stats(lua_State *L) {
+  store_ud *s = check_store(L);
+  counted_store *cs = s->self;
+  storage_stats_push(L, cs->stats);
+  lua_pushstring(L, s->backend->name);
+  lua_setfield(L, -2, "backend");
+  return 1;
+}
+
 static int store_close(lua_State *L) {
   store_ud *s = luaL_checkudata(L, 1, STORE_MT);
   if (s->self) s->backend->destroy(s->self);
@@ -376,7 +672,7 @@ static int reader_close(lua_State *L) {
 static const luaL_Reg store_methods[] = {
   {"put", store_put}, {"get", store_get}, {"stat", store_stat}, {"list", store_list},
   {"delete", store_delete}, {"presign", store_presign}, {"open_writer", store_open_writer}, {"open_reader", store_open_reader},
-  {NULL, NULL}
+  {"stats", store_stats}, {NULL, NULL}
 };
 
 static const luaL_Reg writer_methods[] = {

@@ -96,6 +96,7 @@ end
 local function backup_partition(ctx, topic, partition, from, stop)
   local state = ctx.checkpoint.partitions[partition_key(topic, partition)]
   local consumer <close> = assert(kafka.consumer(ctx.client))
+  local _ <close> = ctx.hook("client", consumer) -- closed first: the consumer is still open
   local ok, err = consumer:assign { { topic = topic, partition = partition, offset = from } }
   if not ok then return nil, err end
   local opts, writer, written = ctx.opts, nil, nil
@@ -104,6 +105,7 @@ local function backup_partition(ctx, topic, partition, from, stop)
     writer = nil
     if not stats then return nil, perr end
     stats.key = written
+    ctx.hook("segment", topic, partition, stats, stop)
     local segments = state.segments
     segments[#segments + 1] = stats
     state.next_offset = stats.last_offset + 1
@@ -115,6 +117,7 @@ local function backup_partition(ctx, topic, partition, from, stop)
   end
   local idle_since = clock.now()
   while consumer:position { { topic, partition } }[1].offset < stop do
+    if ctx.stopping() then break end -- a stop request: publish what the segment has
     local records = writer and writer:size() or 0
     -- Never take more than the open segment has room for.
     -- Closed at the end of each turn: librdkafka's messages are big and
@@ -163,7 +166,7 @@ local function run_jobs(ctx, jobs)
     return nil, err
   end
   while true do
-    while #running < ctx.opts.max_concurrent_partitions and next_job <= #jobs do
+    while #running < ctx.opts.max_concurrent_partitions and next_job <= #jobs and not ctx.stopping() do
       local job = jobs[next_job]
       next_job = next_job + 1
       local co = coroutine.create(backup_partition)
@@ -222,7 +225,8 @@ end
 -- the checkpoint left it to the high watermark now, and the manifest's
 -- topic entries. Records retention deleted before we read them as gaps.
 local function plan_round(ctx, cfg)
-  local topics, err = ctx.admin:list_topics { watermarks = true }
+  -- Watermarks only for the selected topics: a cluster may hold thousands.
+  local topics, err = ctx.admin:list_topics()
   if not topics then return nil, err end
   local jobs, entries = {}, {}
   local checkpoint = ctx.checkpoint
@@ -230,7 +234,12 @@ local function plan_round(ctx, cfg)
     local entry = { partitions = {}, partition_count = #t.partitions, configs = topic_configs(ctx.admin, t.name) }
     entries[t.name] = entry
     for _, p in ipairs(t.partitions) do
-      if p.watermark_error then return nil, ("%s [%d]: %s"):format(t.name, p.id, p.watermark_error) end
+      local werr
+      p.low, p.high = ctx.admin:watermarks(t.name, p.id)
+      if not p.low then
+        werr = p.high
+        return nil, ("%s [%d]: %s"):format(t.name, p.id, tostring(werr))
+      end
       local key = partition_key(t.name, p.id)
       local state = checkpoint.partitions[key] or { segments = json.array(), gaps = json.array() }
       checkpoint.partitions[key] = state
@@ -241,6 +250,7 @@ local function plan_round(ctx, cfg)
         from = p.low
       end
       state.next_offset = from
+      ctx.hook("partition", t.name, p.id, from, p.high)
       if from < p.high then jobs[#jobs + 1] = { topic = t.name, partition = p.id, from = from, stop = p.high } end
       entry.partitions[tostring(p.id)] = { low = p.low, high = p.high, segments = state.segments, gaps = state.gaps }
     end
@@ -270,10 +280,16 @@ local function round(ctx, cfg)
   if not ok then return nil, err end
   for _, job in ipairs(jobs) do
     local state = ctx.checkpoint.partitions[partition_key(job.topic, job.partition)]
-    state.next_offset = math.max(state.next_offset, job.stop)
+    if ctx.stopped then -- stopped early: the backup ends where its segments do
+      entries[job.topic].partitions[tostring(job.partition)].high = state.next_offset
+    else
+      state.next_offset = math.max(state.next_offset, job.stop)
+    end
+    ctx.hook("partition", job.topic, job.partition, state.next_offset, job.stop)
   end
   ok, err = write_json(ctx.store, ctx.id .. "/checkpoint.json", ctx.checkpoint)
   if not ok then return nil, err end
+  if ctx.stopped and not ctx.opts.continuous then return true end -- an unfinished snapshot has no manifest
   ctx.manifest.topics = entries
   ctx.manifest.finished = os.time()
   return write_json(ctx.store, ctx.id .. "/manifest.json", ctx.manifest)
@@ -302,10 +318,22 @@ local function open_run(cfg, hooks)
   }
   local progress = hooks and hooks.progress
   ctx.report = function() if progress then progress(ctx.summary) end end
+  local stop = hooks and hooks.stop
+  ctx.stopping = function() -- once true, stays true; ctx.stopped names the reason
+    if stop and not ctx.stopped then ctx.stopped = stop() end
+    return ctx.stopped
+  end
+  ctx.hook = function(name, ...)
+    local fn = hooks and hooks[name]
+    if fn then return fn(...) end
+  end
+  ctx.run = { backup_id = cfg.backup_id, store = store, admin = admin }
+  ctx.hook("open", ctx.run)
   return ctx
 end
 
 local function close_run(ctx)
+  ctx.hook("close", ctx.run)
   ctx.admin:close()
   ctx.store:close()
 end
@@ -315,8 +343,18 @@ end
 -- segment_max_interval_ms, until the process is stopped (any kill is safe:
 -- the next run resumes from the checkpoint). hooks.progress(summary) is
 -- called as partitions and segments complete; hooks.rounds caps the rounds
--- of a continuous run (for scripts and tests). Returns a summary table or
--- nil, message.
+-- of a continuous run (for scripts and tests). hooks.stop() -> a reason
+-- (e.g. "SIGTERM") or nil is asked between polls: once it gives one, open
+-- segments are published, the checkpoint (and, in continuous mode, the
+-- manifest) written, and the summary returned with stopped = the reason.
+-- For metrics (kalua.telemetry's backup_hooks): hooks.open(run) and
+-- hooks.close(run) with run = {backup_id=, store=, admin=};
+-- hooks.partition(topic, partition, next_offset, high) when a round plans
+-- or finishes a partition; hooks.segment(topic, partition, stats, high)
+-- for each published segment; hooks.round(summary) after each completed
+-- round; hooks.client(consumer) may return a value to close just before
+-- the consumer is.
+-- Returns a summary table or nil, message.
 function M.run(cfg, hooks)
   local ctx, err = open_run(cfg, hooks)
   if not ctx then return nil, err end
@@ -330,15 +368,22 @@ function M.run(cfg, hooks)
       return nil, rerr
     end
     ctx.summary.rounds = ctx.summary.rounds + 1
+    if ctx.stopping() then break end
+    ctx.hook("round", ctx.summary)
     if os.time() - last_groups >= ctx.opts.checkpoint_interval_secs or not ctx.opts.continuous then
       snapshot_groups(ctx)
       last_groups = os.time()
     end
     if not ctx.opts.continuous or ctx.summary.rounds >= max_rounds then break end
     local rest = ctx.opts.segment_max_interval_ms / 1000 - (clock.now() - started)
-    if rest > 0 then clock.sleep(rest) end
+    while rest > 0 and not ctx.stopping() do
+      clock.sleep(math.min(rest, 0.2))
+      rest = rest - 0.2
+    end
+    if ctx.stopping() then break end -- asked again: a round may outlast the interval
   end
   close_run(ctx)
+  ctx.summary.stopped = ctx.stopped
   return ctx.summary
 end
 

@@ -76,4 +76,57 @@ function M.write_file(path, content)
   f:close()
 end
 
+--- Starts argv in the background, its stdout and stderr going to files,
+-- with optional opts.env (as M.run) and opts.cwd. Returns a handle:
+-- h.pid, h:kill(signal) (default "TERM"), h:wait(timeout) -> exit code
+-- (128 + n when killed by signal n) or nil while it runs, h:alive(),
+-- h:stdout(), h:stderr(), h:cleanup() (kills it if still running and
+-- removes the files). The pid and the exit code go through files a
+-- wrapper shell writes, so the process is not a child of the spec's.
+function M.spawn(argv, opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local words = {}
+  for name, value in pairs(opts.env or {}) do
+    words[#words + 1] = value == false and ("-u " .. name) or (name .. "=" .. shell_quote(value))
+  end
+  table.sort(words, function(a, b) return (a:sub(1, 3) == "-u " and 0 or 1) < (b:sub(1, 3) == "-u " and 0 or 1) end)
+  local cmd = "env " .. table.concat(words, " ")
+  for _, a in ipairs(argv) do cmd = cmd .. " " .. shell_quote(a) end
+  local q = function(name) return shell_quote(dir .. "/" .. name) end
+  local script = ("%s >%s 2>%s </dev/null & echo $! >%s.tmp && mv %s.tmp %s; wait $!; echo $? >%s.tmp && mv %s.tmp %s")
+    :format(cmd, q("stdout"), q("stderr"), q("pid"), q("pid"), q("pid"), q("code"), q("code"), q("code"))
+  if opts.cwd then script = "cd " .. shell_quote(opts.cwd) .. " && " .. script end
+  assert(os.execute("(" .. script .. ") >/dev/null 2>&1 &"))
+  local clock = require "kalua.clock"
+  local deadline = clock.now() + 10
+  local pid
+  repeat
+    pid = tonumber(read_file(dir .. "/pid"):match("%d+"))
+    if not pid then clock.sleep(0.01) end
+  until pid or clock.now() > deadline
+  assert(pid, "the background process did not start: " .. read_file(dir .. "/stderr"))
+  local h = { pid = pid, dir = dir }
+  function h:code() return tonumber(read_file(dir .. "/code"):match("%d+")) end
+  function h:alive() return self:code() == nil end
+  function h:kill(signal)
+    return os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", self.pid))
+  end
+  function h:wait(timeout)
+    local until_ = clock.now() + (timeout or 30)
+    while self:code() == nil and clock.now() < until_ do clock.sleep(0.02) end
+    return self:code()
+  end
+  function h:stdout() return read_file(dir .. "/stdout") end
+  function h:stderr() return read_file(dir .. "/stderr") end
+  function h:cleanup()
+    if self:alive() then
+      self:kill("KILL")
+      self:wait(5)
+    end
+    M.rmdir(dir)
+  end
+  return h
+end
+
 return M
