@@ -65,3 +65,42 @@ describe("kalua topics, produce and consume", function()
     assert.are.equal(0, r.code, r.stderr)
   end)
 end)
+
+describe("kalua help <command>", function()
+  -- Every scripts/<name>.lua is a command; its leading comment block is its help.
+  local function commands()
+    local names = {}
+    local p = io.popen("ls scripts")
+    for file in p:lines() do names[#names + 1] = file:match("^(.+)%.lua$") end
+    p:close()
+    table.sort(names)
+    return names
+  end
+
+  it("lists every script as a command", function()
+    local r = kalua { "-e", "for _, c in ipairs(require('kalua.host').commands()) do print(c) end" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(table.concat(commands(), "\n") .. "\n", r.stdout)
+  end)
+
+  it("starts with the script's one-line summary, for every command", function()
+    local listing = kalua { "help" }
+    assert.are.equal(0, listing.code, listing.stderr)
+    for _, name in ipairs(commands()) do
+      local summary = proc.read_file("scripts/" .. name .. ".lua"):match("^%-%-%-? ?([^\n]*)")
+      assert.truthy(summary and summary:find("%S"), name .. ".lua has no help comment")
+      local r = kalua { "help", name }
+      assert.are.equal(0, r.code, name .. ": " .. r.stderr)
+      assert.are.equal(summary, r.stdout:match("^[^\n]*"), name)
+      assert.truthy(r.stdout:find("\n.", 1) , name .. ": the help is only a summary")
+      assert.truthy(listing.stdout:find("\n  " .. name .. " +" .. summary:gsub("%p", "%%%0") .. "\n"),
+        name .. " is missing from `kalua help`:\n" .. listing.stdout)
+    end
+  end)
+
+  it("fails with one line for an unknown command", function()
+    local r = kalua { "help", "no-such-command" }
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:match("^kalua help: unknown command 'no%-such%-command'[^\n]*\n$"), r.stderr)
+  end)
+end)
