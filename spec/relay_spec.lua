@@ -413,6 +413,17 @@ describe("the auth relay with GSSAPI", function()
     assert.truthy(proc_read(rig.env("KALUA_RIG_LOG")):find("authenticationID=alice@", 1, true))
   end)
 
+  it("produces and consumes over TLS (SASL_SSL) too", function()
+    local conf = kerberos { security_protocol = "SASL_SSL", ssl_ca_location = rig.env("KALUA_RIG_CA") }
+    conf.bootstrap_servers = rig.env("KAFKA_GSSAPI_SSL")
+    local ps, cs = round_trip(conf, 100)
+    for _, s in ipairs { ps, cs } do
+      assert.is_true(s.tls)
+      assert.are.equal("GSSAPI", s.mechanism)
+      assert.are.equal(0, s.failures, s.last_error)
+    end
+  end)
+
   it("names a missing keytab in one line, before any traffic", function()
     local msg = first_error(kerberos { sasl_keytab_path = "/nonexistent/alice.keytab" })
     assert.truthy(msg:find("/nonexistent/alice.keytab", 1, true), msg)
