@@ -19,7 +19,7 @@ local function absolute(path)
   return cwd .. "/" .. path
 end
 
-describe("bash completion", function()
+describe("bash completion #noasan", function()
   -- COMPREPLY for a command line; words[1] is the kalua binary under test.
   local function complete(...)
     local words = { proc.kalua(), ... }
@@ -55,7 +55,7 @@ describe("bash completion", function()
   end)
 end)
 
-describe("zsh completion", function()
+describe("zsh completion #noasan", function()
   -- Types `line` and TAB into an interactive zsh with completions/ on fpath
   -- and `kalua` (the binary under test) on PATH; returns what the line
   -- became, or the screen when `want` never showed up.

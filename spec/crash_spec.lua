@@ -53,7 +53,7 @@ local function values(brokers, topic, partition)
   return out
 end
 
-describe("crash safety (kill -9)", function()
+describe("crash safety (kill -9) #noasan", function()
   local brokers, dir, source, source_values
 
   local function backup_config(id)

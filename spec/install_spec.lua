@@ -40,7 +40,7 @@ local function stock_lua_requires(lmod, cmod)
     { env = sanitizer_env { LUA_PATH = lmod .. "/?.lua;;", LUA_CPATH = cmod .. "/?.so;;", LUA_INIT = false } })
 end
 
-describe("make install DESTDIR=... PREFIX=/usr/local", function()
+describe("make install DESTDIR=... PREFIX=/usr/local #noasan", function()
   local stage, prefix
 
   setup(function()
@@ -110,7 +110,7 @@ describe("make install DESTDIR=... PREFIX=/usr/local", function()
   end)
 end)
 
-describe("cmake --install --prefix", function()
+describe("cmake --install --prefix #noasan", function()
   it("makes a tree that works where it lands, kalua.pc included", function()
     local prefix = proc.tmpdir()
     finally(function() proc.rmdir(prefix) end)
@@ -123,7 +123,7 @@ describe("cmake --install --prefix", function()
   end)
 end)
 
-describe("man/kalua.1", function()
+describe("man/kalua.1 #noasan", function()
   it("is what tools/gen-man makes from the current help texts", function()
     local r = proc.run({ "tools/gen-man", proc.kalua() })
     assert.are.equal(0, r.code, r.stderr)
@@ -137,7 +137,7 @@ describe("man/kalua.1", function()
   end)
 end)
 
-describe("luarocks make kalua-scm-1.rockspec", function()
+describe("luarocks make kalua-scm-1.rockspec #noasan", function()
   it("builds a rock whose modules a stock lua5.4 requires from the tree", function()
     assert(have("luarocks"), "luarocks is not installed (tools/install-deps installs it)")
     local tmp = proc.tmpdir()

@@ -60,7 +60,7 @@ local function receive(r, timeout_ms)
   end
 end
 
-describe("KIP-368 re-authentication through the relay", function()
+describe("KIP-368 re-authentication through the relay #long", function()
   it(("keeps a producer and a consumer per mechanism going for %d s with no error"):format(RUN_SECONDS), function()
     local admin <close> = assert(kafka.admin { bootstrap_servers = rig.env("KAFKA_PLAINTEXT") })
     local runs = {}
