@@ -131,6 +131,8 @@ local function suggestion(key, keys)
   end
   return best and (" (did you mean '%s'?)"):format(best) or ""
 end
+--- " (did you mean 'x'?)" for an unknown key close to one of keys (a set), or "".
+M.suggestion = suggestion
 
 local Checker = {}
 Checker.__index = Checker

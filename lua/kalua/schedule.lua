@@ -73,27 +73,7 @@ local JOB_KEYS = { name = true, cron = true, timezone = true, command = true, sc
   catch_up = true, timeout = true, directory = true, output = true }
 local TOP_KEYS = { jobs = true, timezone = true }
 
-local function distance(a, b)
-  local prev, cur = {}, {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    cur[0] = i
-    for j = 1, #b do
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:sub(i, i) == b:sub(j, j) and 0 or 1))
-    end
-    prev, cur = cur, prev
-  end
-  return prev[#b]
-end
-
-local function suggestion(key, keys)
-  local best, best_d
-  for known in pairs(keys) do
-    local d = distance(key, known)
-    if d <= 3 and (not best_d or d < best_d or (d == best_d and known < best)) then best, best_d = known, d end
-  end
-  return best and (" (did you mean '%s'?)"):format(best) or ""
-end
+local suggestion = require("kalua.config").suggestion
 
 -- Checks one job table; c.fail(parent, key, fmt, ...) raises with a position.
 local function check_job(c, t, list, index, defaults)

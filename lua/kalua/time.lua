@@ -11,6 +11,7 @@ local function days_from_civil(y, m, d)
   local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
   return era * 146097 + doe - 719468
 end
+M.days_from_civil = days_from_civil
 
 --- Epoch milliseconds from a number (ms) or "YYYY-MM-DDTHH:MM:SS[.mmm]Z".
 function M.parse(v)

@@ -16,16 +16,9 @@ local M = {}
 
 local DAY = 86400
 
--- Days since 1970-01-01 for a proleptic Gregorian date, and back (Howard
--- Hinnant's algorithms).
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
+-- Days since 1970-01-01 for a proleptic Gregorian date (kalua.time's), and
+-- back (Howard Hinnant's civil_from_days).
+local days_from_civil = require("kalua.time").days_from_civil
 M.days_from_civil = days_from_civil
 
 local function civil_from_days(z)
