@@ -1275,7 +1275,8 @@ static void *relay_main(void *arg) {
     note_authenticated(cn, 0);
     schedule_reauth(cn);
     forward(cn);
-  } else if (strcmp(err, "the client closed") != 0) {
+  } else if (strcmp(err, "the client closed") != 0 &&
+             strncmp(err, "librdkafka gave up the connection", 33) != 0) { /* its choice, not a failure */
     if (is_auth)
       snprintf(msg, sizeof msg, "SASL authentication failed with mechanism %s at broker %s (kalua relay): %s", name,
                cn->broker, err);
