@@ -81,6 +81,7 @@ typedef struct relay_conn {
   kafka_relay *r;
   pthread_t thread;
   int started, done;
+  int is_link;   /* a kalua proxy connection: the proxy owns its thread */
   int lib_fd;    /* librdkafka's end of the pair (-1 once it closed it) */
   int app_fd;    /* the relay's end */
   int broker_fd;
@@ -115,6 +116,7 @@ struct kafka_relay {
   char *username, *password, *authzid, *token, *keytab, *principal, *service, *krb5_config;
   char *lua_path, *token_path, *ssl_ca, *ssl_cert, *ssl_key, *ssl_key_password;
   int tls, verify_host, auto_mode, timeout_ms;
+  int no_sasl; /* kalua.sasl.mechanism none: TLS or plain TCP only (kalua proxy) */
   SSL_CTX *ssl_ctx;
   /* auto: the candidates the credentials allow, strongest first, and the
    * choice once a broker said what it enables (under lock) */
@@ -252,7 +254,7 @@ static int auto_candidates(kafka_relay *r, char *err, size_t errlen) {
 
 /* The relay's state finds modules where the client's state does: same
  * paths, same preloaded C modules (the kalua host preloads its own). */
-static void copy_package(lua_State *from, lua_State *to) {
+void relay_copy_package(lua_State *from, lua_State *to) {
   static const char *const fields[] = {"path", "cpath"};
   size_t i;
   lua_getglobal(from, "package");
@@ -292,7 +294,7 @@ static lua_State *relay_lua(kafka_relay *r, lua_State *from, char *err, size_t e
       return NULL;
     }
     luaL_openlibs(r->L);
-    if (from) copy_package(from, r->L);
+    if (from) relay_copy_package(from, r->L);
   }
   return r->L;
 }
@@ -347,6 +349,8 @@ int relay_check(kafka_relay *r, lua_State *L, char *err, size_t errlen) {
   if (r->token_path && !load_token_script(r, L, err, errlen)) return 0;
   if (r->lua_path) {
     if (!load_lua_mechanism(r, L, err, errlen)) return 0;
+  } else if (strcmp(r->mechanism, "none") == 0) {
+    r->no_sasl = 1;
   } else if (strcasecmp(r->mechanism, "auto") == 0) {
     r->auto_mode = 1;
     snprintf(r->mechanism, sizeof r->mechanism, "auto");
@@ -654,8 +658,8 @@ static int connect_broker(relay_conn *cn, int64_t deadline, char *err) {
 
 /* Sends one request (header v1) and reads its response body (after the
  * correlation id of response header v0) into *resp (malloc'd). */
-static int exchange(relay_conn *cn, int16_t api_key, const unsigned char *body, size_t body_len,
-                    unsigned char **resp, size_t *resp_len, int64_t deadline, const char *doing, char *err) {
+static int exchange_v(relay_conn *cn, int16_t api_key, int16_t version, const unsigned char *body, size_t body_len,
+                      unsigned char **resp, size_t *resp_len, int64_t deadline, const char *doing, char *err) {
   size_t id_len = sizeof CLIENT_ID - 1, hlen = 4 + 2 + 2 + 4 + 2 + id_len;
   unsigned char *req = malloc(hlen + body_len), size[4];
   int32_t correlation = cn->next_correlation++;
@@ -668,7 +672,7 @@ static int exchange(relay_conn *cn, int16_t api_key, const unsigned char *body, 
   }
   frames_put32(req, (uint32_t)(hlen - 4 + body_len));
   frames_put16(req + 4, (uint16_t)api_key);
-  frames_put16(req + 6, 1); /* both SaslHandshake and SaslAuthenticate at v1 */
+  frames_put16(req + 6, (uint16_t)version);
   frames_put32(req + 8, (uint32_t)correlation);
   frames_put16(req + 12, (uint16_t)id_len);
   memcpy(req + 14, CLIENT_ID, id_len);
@@ -698,6 +702,12 @@ bad:
   free(*resp);
   *resp = NULL;
   return 0;
+}
+
+/* The relay's own requests are all v1 (SaslHandshake, SaslAuthenticate, ApiVersions). */
+static int exchange(relay_conn *cn, int16_t api_key, const unsigned char *body, size_t body_len, unsigned char **resp,
+                    size_t *resp_len, int64_t deadline, const char *doing, char *err) {
+  return exchange_v(cn, api_key, 1, body, body_len, resp, resp_len, deadline, doing, err);
 }
 
 static const char *kafka_error_name(int16_t code) {
@@ -1080,6 +1090,7 @@ static int authenticate(relay_conn *cn, conn_mech *cm, int64_t deadline, char *e
 static int sasl_login(relay_conn *cn, int64_t deadline, char *err, int *is_auth, const char **name) {
   conn_mech cm;
   int ok;
+  if (cn->r->no_sasl) return 1;
   if (!negotiate(cn, deadline, err, is_auth, name)) return 0;
   if (!mech_create(cn, *name, &cm, err)) {
     *is_auth = 1;
@@ -1308,7 +1319,7 @@ static void reap(kafka_relay *r) {
   relay_conn **at = &r->conns;
   while (*at) {
     relay_conn *cn = *at;
-    if (cn->started && cn->done) {
+    if (cn->started && cn->done && !cn->is_link) {
       *at = cn->next;
       pthread_join(cn->thread, NULL);
       conn_free(cn);
@@ -1453,6 +1464,104 @@ void relay_destroy(kafka_relay *r) {
   wipe_free(r->ssl_key);
   wipe_free(r->ssl_key_password);
   free(r);
+}
+
+/* --- kalua proxy's broker connections -------------------------------------------------- */
+
+static int resolve(relay_conn *cn, char *err);
+
+relay_link *relay_link_open(kafka_relay *r, const char *broker, int watch_fd, char *err, size_t errlen,
+                            int *is_auth) {
+  relay_conn *cn = calloc(1, sizeof *cn);
+  char e[RELAY_ERR_MAX] = "", msg[RELAY_ERR_MAX + 512];
+  const char *name = r->mechanism;
+  int64_t deadline = now_ms() + r->timeout_ms;
+  *is_auth = 0;
+  if (cn == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  cn->r = r;
+  cn->is_link = cn->started = 1;
+  cn->app_fd = watch_fd;
+  cn->lib_fd = cn->broker_fd = -1;
+  cn->next_correlation = RELAY_CORRELATION_BASE;
+  cn->jitter_seed = (unsigned)(now_ms() ^ (int64_t)(intptr_t)cn);
+  parse_broker_name(cn, broker);
+  pthread_mutex_lock(&r->lock);
+  cn->next = r->conns;
+  r->conns = cn;
+  r->connections++;
+  r->active++;
+  pthread_mutex_unlock(&r->lock);
+  if (resolve(cn, e) && connect_broker(cn, deadline, e) && sasl_login(cn, deadline, e, is_auth, &name)) {
+    cn->connected_at = now_ms();
+    if (!r->no_sasl) note_authenticated(cn, 0);
+    schedule_reauth(cn);
+    return cn;
+  }
+  if (*is_auth)
+    snprintf(msg, sizeof msg, "SASL authentication failed with mechanism %s at broker %s: %s", name, cn->broker, e);
+  else
+    snprintf(msg, sizeof msg, "broker %s: %s", cn->broker, e);
+  if (strcmp(e, "the client closed") != 0 && strncmp(e, "librdkafka gave up", 18) != 0)
+    note_failure(cn, *is_auth, msg);
+  else
+    snprintf(msg, sizeof msg, "the client left while kalua connected to broker %s", cn->broker);
+  snprintf(err, errlen, "%s", msg);
+  relay_link_close(cn);
+  return NULL;
+}
+
+void relay_link_close(relay_link *cn) {
+  kafka_relay *r;
+  relay_conn **at;
+  if (cn == NULL) return;
+  r = cn->r;
+  pthread_mutex_lock(&r->lock);
+  for (at = &r->conns; *at; at = &(*at)->next)
+    if (*at == cn) {
+      *at = cn->next;
+      r->active--;
+      break;
+    }
+  pthread_mutex_unlock(&r->lock);
+  cn->app_fd = -1; /* the proxy's socket: the proxy closes it */
+  conn_free(cn);
+}
+
+ssize_t relay_link_io(relay_link *cn, int writing, void *buf, size_t n, short *want, char *err) {
+  return broker_io(cn, writing, buf, n, want, err);
+}
+
+int relay_link_fd(const relay_link *cn) {
+  return cn->broker_fd;
+}
+
+int relay_link_pending(const relay_link *cn) {
+  return cn->ssl != NULL && SSL_pending(cn->ssl) > 0;
+}
+
+const char *relay_link_broker(const relay_link *cn) {
+  return cn->broker;
+}
+
+int64_t relay_link_reauth_at(const relay_link *cn) {
+  return cn->reauth_at;
+}
+
+int relay_link_reauthenticate(relay_link *cn) {
+  return reauthenticate(cn);
+}
+
+int relay_link_request(relay_link *cn, int16_t api_key, int16_t version, const unsigned char *body, size_t len,
+                       unsigned char **resp, size_t *resp_len, char *err) {
+  return exchange_v(cn, api_key, version, body, len, resp, resp_len, now_ms() + cn->r->timeout_ms, "in a request",
+                    err);
+}
+
+int64_t relay_now_ms(void) {
+  return now_ms();
 }
 
 /* --- kalua sasl probe ------------------------------------------------------------------ */

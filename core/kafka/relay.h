@@ -18,6 +18,8 @@
 #define KALUA_KAFKA_RELAY_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include <librdkafka/rdkafka.h>
 #include <lua.h>
@@ -56,5 +58,40 @@ void relay_push_stats(lua_State *L, kafka_relay *r);
  * reason=, authenticated=, session_lifetime_ms=, connect_ms=, auth_ms=,
  * error=, auth_error=}. */
 void relay_probe(lua_State *L, kafka_relay *r, const char *broker);
+
+/* A Lua state of the relay's (or the proxy's) finds modules where from does:
+ * same paths, same preloaded C modules. */
+void relay_copy_package(lua_State *from, lua_State *to);
+
+/* --- kalua proxy: broker connections with no librdkafka ---------------------------------
+ * A relay made with relay_new(NULL) also opens connections for kalua proxy.
+ * kalua.sasl.mechanism "none" makes a relay that does TLS (or plain TCP)
+ * only. Links count in relay_push_stats like relay connections. */
+typedef struct relay_conn relay_link;
+#define RELAY_LINK_ERR_MAX 512
+
+/* Resolves broker ("host:port"), connects (TLS when set) and authenticates
+ * with a fresh mechanism, within the relay's timeout. watch_fd (or -1): the
+ * client's socket, whose hang-up ends the wait. NULL with a one-line err;
+ * *is_auth tells an authentication failure. Blocks: call it on the
+ * connection's own thread. */
+relay_link *relay_link_open(kafka_relay *r, const char *broker, int watch_fd, char *err, size_t errlen, int *is_auth);
+void relay_link_close(relay_link *l);
+/* One non-blocking read or write: bytes moved, 0 closed, -1 wait for *want
+ * (POLLIN/POLLOUT), -2 failed with err[RELAY_LINK_ERR_MAX]. */
+ssize_t relay_link_io(relay_link *l, int writing, void *buf, size_t n, short *want, char *err);
+int relay_link_fd(const relay_link *l);
+/* TLS bytes already decrypted: readable with no poll. */
+int relay_link_pending(const relay_link *l);
+const char *relay_link_broker(const relay_link *l);
+/* When to re-authenticate (monotonic ms, relay_now_ms), 0 for never. */
+int64_t relay_link_reauth_at(const relay_link *l);
+/* KIP-368 on a quiet link (nothing in flight): 0 when it failed (noted). */
+int relay_link_reauthenticate(relay_link *l);
+/* One request of the proxy's own on a quiet link; *resp (malloc'd) is the
+ * response after its correlation id. */
+int relay_link_request(relay_link *l, int16_t api_key, int16_t version, const unsigned char *body, size_t len,
+                       unsigned char **resp, size_t *resp_len, char *err);
+int64_t relay_now_ms(void);
 
 #endif

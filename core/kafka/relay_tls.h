@@ -17,6 +17,11 @@ typedef struct {
 /* A client context that verifies the broker's chain; NULL with err. */
 SSL_CTX *relay_tls_context(const relay_tls_files *f, char *err, size_t errlen);
 
+/* A server context for kalua proxy's clients: cert and key (key_password
+ * for an encrypted key); with ca, clients must present a certificate it
+ * signed (mTLS). NULL with err. */
+SSL_CTX *relay_tls_server_context(const relay_tls_files *f, char *err, size_t errlen);
+
 /* Why a handshake or an I/O call failed, in one line: a verification
  * failure names the certificate problem and the host checked. */
 void relay_tls_describe(SSL *ssl, const char *host, char *err, size_t errlen);

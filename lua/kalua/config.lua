@@ -90,8 +90,20 @@ local RESTORE = section {
   reset_consumer_offsets = bool(), restore_id = str(),
 }
 
+-- kalua proxy (lua/kalua/proxy.lua); `source` is the cluster it fronts.
+local PROXY = section {
+  listeners = { kind = "any" }, listen_host = str(),
+  dynamic_listeners = bool(), dynamic_host = str(), dynamic_advertised_host = str(), dynamic_port_min = int(),
+  forbidden_api_keys = { kind = "strings" },
+  max_connections = int(), idle_timeout_ms = int(), handshake_timeout_ms = int(),
+  tls = section { cert = str(), key = str(), key_password = str(), ca = str(), client_subjects = { kind = "any" } },
+  auth_script = str(),
+  identities = { kind = "any" },
+  metrics_addr = str(),
+}
+
 M.schema = section {
-  mode = enum { "backup", "restore" },
+  mode = enum { "backup", "restore", "proxy" },
   backup_id = str(),
   source = client_section(),
   target = client_section(),
@@ -99,12 +111,14 @@ M.schema = section {
   storage = STORAGE,
   backup = BACKUP,
   restore = RESTORE,
+  proxy = PROXY,
 }
 
 -- What each mode needs on top of the schema's own required keys.
 local REQUIRED_BY_MODE = {
   backup = { "backup_id", "source", "storage" },
   restore = { "backup_id", "target", "storage" },
+  proxy = { "source" },
 }
 
 -- --- validation -------------------------------------------------------------
@@ -472,6 +486,34 @@ function M.client_properties(client)
   if client.client_id then props["client.id"] = client.client_id end
   for k, v in pairs(client.properties or {}) do props[tostring(k)] = scalar_string(v) end
   return props
+end
+
+--- The settings of kalua's own broker connections (kalua.* keys, see
+-- core/kafka/relay.h) for a client section, whatever its protocol: SASL
+-- through the relay's engine, TLS by the relay, and for PLAINTEXT or SSL
+-- no SASL at all. kalua proxy connects this way. Returns props or nil, message.
+function M.relay_properties(client)
+  if type(client) ~= "table" then return nil, "client settings must be a table" end
+  local copy = {}
+  for k, v in pairs(client) do copy[k] = v end
+  copy.security = {}
+  for k, v in pairs(client.security or {}) do copy.security[k] = v end
+  copy.security.sasl_relay = true
+  local props, err = M.client_properties(copy)
+  if not props then return nil, err end
+  if not props["kalua.relay"] then
+    props["kalua.relay"] = "true"
+    props["kalua.sasl.mechanism"] = "none"
+    if props["security.protocol"] == "ssl" then
+      props["kalua.relay.tls"] = "true"
+      for from, to in pairs(RELAY_TLS) do props[to], props[from] = props[from], nil end
+    end
+  end
+  local out = {}
+  for k, v in pairs(props) do
+    if k:sub(1, 6) == "kalua." then out[k] = v end
+  end
+  return out
 end
 
 return M
