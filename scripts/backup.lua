@@ -19,7 +19,9 @@
 -- /healthz) while it runs (port 0 picks one; "metrics at http://..." on
 -- stderr says which); --metrics-textfile PATH writes them for
 -- node_exporter's textfile collector at the end (and after each round in
--- continuous mode). The names are in lua/kalua/telemetry.lua.
+-- continuous mode), failed runs included; kalua_errors_total{kind} counts
+-- errors by kind (config, auth, kafka, storage, other). The names are in
+-- lua/kalua/telemetry.lua.
 -- Connection flags (e.g. --sasl-mechanism GSSAPI --sasl-keytab ...) override
 -- the config's source:
 -- @connection-flags
@@ -41,14 +43,17 @@ local flags = cli.flags({
 local opts, err = cli.parse({ ... }, flags)
 if not opts then cli.die("backup", err) end
 if not opts.config then cli.die("backup", "usage: kalua backup --config backup.yaml") end
+local tele = telemetry.command("backup", opts)
 
 local cfg
 cfg, err = config.load(opts.config)
-if not cfg then cli.die("backup", err) end
-if cfg.mode ~= "backup" then cli.die("backup", ("%s: mode is '%s', expected 'backup'"):format(opts.config, tostring(cfg.mode))) end
+if not cfg then tele:die(err, nil, "config") end
+if cfg.mode ~= "backup" then
+  tele:die(("%s: mode is '%s', expected 'backup'"):format(opts.config, tostring(cfg.mode)), nil, "config")
+end
 do
   local client, cerr = cli.override(opts, cfg.source)
-  if cerr then cli.die("backup", cerr) end
+  if cerr then tele:die(cerr, nil, "config") end
   cfg.source = client
 end
 
@@ -79,26 +84,18 @@ do
   end
 end
 
-local tele
-tele, err = telemetry.start { addr = opts.metrics_addr, textfile = opts.metrics_textfile }
-if not tele then cli.die("backup", err) end
-if tele.address and not opts.quiet then io.stderr:write(("kalua backup: metrics at http://%s/metrics\n"):format(tele.address)) end
 -- A metrics file that cannot be written is reported, not fatal.
-local function write_metrics()
-  local ok, werr = tele:write()
-  if not ok then io.stderr:write("kalua backup: ", werr, "\n") end
-end
+local function write_metrics() tele:flush() end
 
 local started = os.time()
 local progress = progress_line()
-local summary
-summary, err = backup.run(cfg, tele:backup_hooks { progress = progress, stop = stop,
+local summary, name
+summary, err, name = backup.run(cfg, tele:backup_hooks { progress = progress, stop = stop,
   round = (cfg.backup or {}).continuous and write_metrics or nil })
 if progress then io.stderr:write("\r\27[K") end
-if not summary then tele:error("backup") end
+if not summary then tele:die(err, name) end
 write_metrics()
 tele:close()
-if not summary then cli.die("backup", err) end
 if summary.stopped then
   local what = ("stopped by %s after %d records"):format(summary.stopped, summary.records)
   if not (cfg.backup or {}).continuous then

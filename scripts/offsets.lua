@@ -6,7 +6,9 @@
 --   kalua offsets show -b BROKERS --group G...           live offsets and lag
 --   kalua offsets reset -b BROKERS (--group G... | --all-groups) [--topic T]...
 --       (--to-earliest | --to-latest | --to-datetime T | --to-offset N | --shift-by N) [--execute]
+--       [--metrics-textfile PATH]
 --   kalua offsets rollback -b BROKERS --path DIR (ID | --backup-id B) [--group G]... [--execute]
+--       [--metrics-textfile PATH]
 --   kalua offsets verify -b BROKERS --path DIR (ID | --backup-id B) [--group G]...
 --   kalua offsets delete --path DIR ID
 --
@@ -16,10 +18,15 @@
 -- has active members. verify exits 1 and prints every difference.
 -- T is epoch milliseconds or YYYY-MM-DDTHH:MM:SSZ. Connection flags are
 -- those of `kalua help consume` (--config reads a YAML `source`).
+-- reset and rollback take --metrics-textfile PATH: at the end, failed runs
+-- included, they write kalua_offsets_groups_changed_total{action} and
+-- kalua_offsets_partitions_changed_total{action} (what --execute applied)
+-- and kalua_errors_total{kind} for node_exporter's textfile collector.
 local cli = require "kalua.cli"
 local storage = require "kalua.storage"
 local offsets = require "kalua.offsets"
 local time = require "kalua.time"
+local telemetry = require "kalua.telemetry"
 
 local COMMAND = "offsets"
 local flags = cli.flags(cli.connection_flags, {
@@ -35,40 +42,53 @@ local flags = cli.flags(cli.connection_flags, {
   { name = "to-offset", key = "to_offset", arg = true, help = "reset to offset N (kept inside the log)" },
   { name = "shift-by", key = "shift_by", arg = true, help = "move by N (negative: back)" },
   { name = "execute", key = "execute", help = "apply the plan (default: dry run)" },
+  { name = "metrics-textfile", key = "metrics_textfile", arg = true,
+    help = "reset, rollback: write their metrics to this file at the end" },
 })
 
-local function die(msg) cli.die(COMMAND, msg) end
+-- reset and rollback count what they change and their errors (phase: what
+-- was being done, see kalua.telemetry.error_kind); the others just die.
+local tele
+local function die(msg, phase)
+  if tele then tele:die(msg, nil, phase) end
+  cli.die(COMMAND, msg)
+end
 
 local args = { ... }
 local sub = table.remove(args, 1)
 local opts, err = cli.parse(args, flags)
-if not opts then die(err) end
+if not opts then cli.die(COMMAND, err) end
+if sub == "reset" or sub == "rollback" then
+  tele = telemetry.command(COMMAND, { metrics_textfile = opts.metrics_textfile })
+elseif opts.metrics_textfile then
+  cli.die(COMMAND, "--metrics-textfile goes with reset and rollback")
+end
 
 local function open_store()
-  if not opts.path then die("give --path DIR (where snapshots and backups are)") end
+  if not opts.path then die("give --path DIR (where snapshots and backups are)", "config") end
   local path = opts.path:gsub("^file://", "")
   local store, serr = storage.open { backend = "filesystem", path = path }
-  if not store then die(serr) end
+  if not store then die(serr, "storage") end
   return store
 end
 
 local function admin()
   local a, aerr = cli.connect("admin", opts)
-  if not a then die(aerr) end
+  if not a then die(aerr, aerr and aerr:find("^no brokers") and "config" or "kafka") end
   return a
 end
 
 local function load_snapshot(store)
   local id = opts[1]
-  if not id and not opts.backup_id then die("name a snapshot id, or --backup-id") end
+  if not id and not opts.backup_id then die("name a snapshot id, or --backup-id", "config") end
   local snap, lerr = offsets.load(store, id, opts.backup_id)
-  if not snap then die(lerr) end
+  if not snap then die(lerr, "storage") end
   return snap
 end
 
 local function integer_flag(name, v)
   local n = math.tointeger(tonumber(v))
-  if not n then die(("--%s expects an integer, got '%s'"):format(name, v)) end
+  if not n then die(("--%s expects an integer, got '%s'"):format(name, v), "config") end
   return n
 end
 
@@ -80,11 +100,11 @@ local function reset_target()
   if opts.shift_by then chosen[#chosen + 1] = { to = "shift", value = integer_flag("shift-by", opts.shift_by) } end
   if opts.to_datetime then
     local ms, terr = time.parse(opts.to_datetime)
-    if not ms then die(terr) end
+    if not ms then die(terr, "config") end
     chosen[#chosen + 1] = { to = "timestamp", value = ms }
   end
   if #chosen ~= 1 then
-    die("give exactly one of --to-earliest, --to-latest, --to-datetime, --to-offset, --shift-by")
+    die("give exactly one of --to-earliest, --to-latest, --to-datetime, --to-offset, --shift-by", "config")
   end
   return chosen[1]
 end
@@ -98,7 +118,8 @@ local function run_plan(a, plan, what)
     return
   end
   local ok, aerr = offsets.apply(a, plan)
-  if not ok then die(aerr) end
+  if not ok then die(aerr, "kafka") end
+  tele:offsets_changed(what, #plan, #lines)
   print(("%s: %d partition(s) moved"):format(what, #lines))
 end
 
@@ -155,11 +176,11 @@ function commands.reset()
   if opts.all_groups then
     local gerr
     groups, gerr = offsets.groups(a)
-    if not groups then die(gerr) end
+    if not groups then die(gerr, "kafka") end
   end
-  if not groups or #groups == 0 then die("name the groups with --group, or --all-groups") end
+  if not groups or #groups == 0 then die("name the groups with --group, or --all-groups", "config") end
   local plan, perr = offsets.plan_reset(a, groups, target, opts.topics)
-  if not plan then die(perr) end
+  if not plan then die(perr, "kafka") end
   run_plan(a, plan, "reset")
 end
 
@@ -167,7 +188,7 @@ function commands.rollback()
   local snap = load_snapshot(open_store())
   local a = admin()
   local plan, perr = offsets.plan_rollback(a, snap, opts.groups)
-  if not plan then die(perr) end
+  if not plan then die(perr, perr and perr:find("is not in the snapshot") and "config" or "kafka") end
   run_plan(a, plan, "rollback")
 end
 
@@ -193,3 +214,7 @@ end
 local run = commands[sub or ""]
 if not run then die("usage: kalua offsets snapshot|list|show|reset|rollback|verify|delete ... (see kalua help offsets)") end
 run()
+if tele then
+  tele:flush()
+  tele:close()
+end

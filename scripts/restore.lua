@@ -1,5 +1,5 @@
 --- Restore a backup into Kafka (topic mapping, windows, dry run).
--- Usage: kalua restore --config restore.yaml [--dry-run]
+-- Usage: kalua restore --config restore.yaml [--dry-run] [--metrics-addr HOST:PORT] [--metrics-textfile PATH]
 --
 -- Reads mode: restore, backup_id, target, storage and restore: topic_mapping,
 -- partition_mapping, start_offset/end_offset, start_time/end_time (or OSO's
@@ -17,27 +17,37 @@
 -- source -> target offset mapping and applied to the target cluster.
 -- --show-offset-mapping prints that mapping (and the translated group
 -- offsets) for a restore that has run.
+-- --metrics-addr 127.0.0.1:9464 serves Prometheus metrics (GET /metrics,
+-- /healthz) while it runs; --metrics-textfile PATH writes them at the end,
+-- failed runs included, for node_exporter's textfile collector: per target
+-- topic/partition kalua_restore_records_total, _bytes_total and
+-- _segments_total; kalua_restore_last_success_timestamp_seconds{backup_id};
+-- kalua_errors_total{kind} (config, auth, kafka, storage, other).
 local cli = require "kalua.cli"
 local config = require "kalua.config"
 local restore = require "kalua.restore"
+local telemetry = require "kalua.telemetry"
 
 local flags = cli.flags({
   { name = "config", short = "c", key = "config", arg = true, help = "YAML config file" },
   { name = "dry-run", short = "n", key = "dry_run", help = "print the plan only" },
   { name = "show-offset-mapping", key = "show_mapping", help = "print the source -> target offset mapping" },
-}, cli.client_override_flags())
+}, telemetry.flags(), cli.client_override_flags())
 
 local opts, err = cli.parse({ ... }, flags)
 if not opts then cli.die("restore", err) end
 if not opts.config then cli.die("restore", "usage: kalua restore --config restore.yaml [--dry-run]") end
+local tele = telemetry.command("restore", opts)
 local cfg
 cfg, err = config.load(opts.config)
-if not cfg then cli.die("restore", err) end
+if not cfg then tele:die(err, nil, "config") end
 require("kalua.log").secrets_in(cfg) -- storage keys and passwords: never in a log line
-if cfg.mode ~= "restore" then cli.die("restore", ("%s: mode is '%s', expected 'restore'"):format(opts.config, tostring(cfg.mode))) end
+if cfg.mode ~= "restore" then
+  tele:die(("%s: mode is '%s', expected 'restore'"):format(opts.config, tostring(cfg.mode)), nil, "config")
+end
 do
   local client, cerr = cli.override(opts, cfg.target)
-  if cerr then cli.die("restore", cerr) end
+  if cerr then tele:die(cerr, nil, "config") end
   cfg.target = client
 end
 
@@ -66,9 +76,13 @@ local function show_mapping()
   os.exit(0)
 end
 
-if opts.show_mapping then show_mapping() end
+if opts.show_mapping then
+  tele:close()
+  show_mapping()
+end
 
 if opts.dry_run or (cfg.restore and cfg.restore.dry_run) then
+  tele:close() -- a plan restores nothing: no metrics
   local plan
   plan, err = restore.plan(cfg)
   if not plan then cli.die("restore", err) end
@@ -83,9 +97,11 @@ if opts.dry_run or (cfg.restore and cfg.restore.dry_run) then
 end
 
 local started = os.time()
-local summary
-summary, err = restore.run(cfg)
-if not summary then cli.die("restore", err) end
+local summary, kind
+summary, err, kind = restore.run(cfg, tele:restore_hooks())
+if not summary then tele:die(err, kind, kind) end
+tele:flush()
+tele:close()
 print(("restore %s: %d topics (%d created), %d partitions, %d records%s, %d groups, %ds"):format(cfg.backup_id,
   summary.topics, summary.created, summary.partitions, summary.records,
   summary.resumed > 0 and (" (resumed: %d found already written)"):format(summary.resumed) or "",

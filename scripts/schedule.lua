@@ -1,5 +1,5 @@
 --- Run kalua commands on cron schedules, and show their last and next runs.
--- Usage: kalua schedule --jobs jobs.yaml [--state-dir DIR] [--log-format json]
+-- Usage: kalua schedule --jobs jobs.yaml [--state-dir DIR] [--log-format json] [--metrics-addr HOST:PORT]
 --        kalua schedule --cron "*/5 * * * *" [--timezone TZ] [--name NAME] -- backup --config b.yaml
 --        kalua schedule --status [--jobs jobs.yaml] [--state-dir DIR]
 --        kalua schedule --check --jobs jobs.yaml      (check the file, print each job's next runs)
@@ -16,7 +16,8 @@
 --       cron: "@hourly"
 --       script: /etc/kalua/report.lua  # a Lua file, run by kalua, with args: [...]
 -- Other job keys: timezone, directory (working directory), output (a file
--- the job's stdout and stderr are appended to).
+-- the job's stdout and stderr are appended to), log_format (text, json)
+-- and log_level (error, warn, info, debug, trace).
 --
 -- Each run is a child process (`kalua <command>`), logged when it starts
 -- and ends (exit code, duration). A job never overlaps itself: a run that
@@ -26,9 +27,24 @@
 -- running jobs (a backup then finishes its segment and checkpoints), waits
 -- for them and exits 0. The jobs' last runs are kept in --state-dir
 -- (default ~/.local/state/kalua/schedule).
+--
+-- Runs log the way the scheduler does: its --log-format, -v and -q reach
+-- them (as KALUA_LOG_FORMAT and KALUA_LOG_LEVEL); a job's log_format and
+-- log_level, or its command's own flags, override them.
+--
+-- --metrics-addr 127.0.0.1:9464 serves Prometheus metrics for all the jobs
+-- (GET /metrics, /healthz) while the scheduler runs; --metrics-textfile
+-- PATH writes them after each run and at the stop. Per job:
+-- kalua_schedule_runs_total{job,outcome} (ok, failed, timeout, killed,
+-- stopped, error, skipped, interrupted), kalua_schedule_running{job},
+-- kalua_schedule_last_run_timestamp_seconds{job} and
+-- kalua_schedule_last_success_timestamp_seconds{job} (when a run ended);
+-- and kalua_errors_total{kind}.
 local cli = require "kalua.cli"
 local schedule = require "kalua.schedule"
 local host = require "kalua.host"
+local log = require "kalua.log"
+local telemetry = require "kalua.telemetry"
 
 local flags = {
   { name = "jobs", short = "j", key = "jobs", arg = true, help = "YAML file of jobs" },
@@ -42,6 +58,7 @@ local flags = {
   { name = "status", key = "status", help = "print each job's last run, result and next run" },
   { name = "check", key = "check", help = "check the jobs and print their next runs, then exit" },
 }
+flags = cli.flags(flags, telemetry.flags("write the metrics to this file after each run and at the stop"))
 
 local opts, err = cli.parse({ ... }, flags)
 if not opts then
@@ -86,7 +103,16 @@ if opts.check then
 end
 
 host.catch_signals()
+local tele = telemetry.command("schedule", opts)
+local settings = log.settings()
+local feed = tele:schedule_log(schedule.logger(), jobs)
 local scheduler
-scheduler, err = schedule.new { jobs = jobs, state_dir = opts.state_dir }
-if not scheduler then cli.die("schedule", err) end
+scheduler, err = schedule.new { jobs = jobs, state_dir = opts.state_dir,
+  env = { KALUA_LOG_FORMAT = settings.format, KALUA_LOG_LEVEL = settings.level },
+  log = function(e)
+    feed(e)
+    if e.job or e.event == "scheduler-stop" then tele:flush() end
+  end }
+if not scheduler then tele:die(err, nil, "storage") end
 scheduler:run()
+tele:close()

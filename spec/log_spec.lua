@@ -54,6 +54,38 @@ describe("kalua.log", function()
     log.configure { stream = io.stderr, level = saved.level, format = saved.format, fields = saved.fields }
   end)
 
+  describe("timestamps", function()
+    it("have milliseconds from the wall clock (kalua.clock.time), in UTC", function()
+      local clock = require "kalua.clock"
+      local function ms_of(ts)
+        local y, mo, d, h, mi, sec, ms = ts:match("^(%d+)%-(%d+)%-(%d+)T(%d+):(%d+):(%d+)%.(%d%d%d)Z$")
+        assert(y, ts)
+        local days = require("kalua.time").days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+        return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(sec) * 1000 + tonumber(ms)
+      end
+      -- clock.time agrees with os.time and has a fraction; time_ms is the same clock
+      local t, ms, secs = clock.time(), clock.time_ms(), os.time()
+      assert.is_true(math.abs(t - secs) <= 1)
+      assert.is_true(ms >= math.floor(t * 1000) and ms - t * 1000 < 1000)
+      assert.are.equal("integer", math.type(ms))
+      local fractions = {}
+      for i = 1, 20 do
+        local before = clock.time_ms()
+        log.info("tick", { i = i })
+        local after = clock.time_ms()
+        local at = ms_of(out.lines[i]:match("^(%S+) "))
+        assert.is_true(before <= at and at <= after, ("%d <= %d <= %d"):format(before, at, after))
+        fractions[at % 1000] = true
+        clock.sleep(0.0037)
+      end
+      assert.is_true(next(fractions, next(fractions)) ~= nil, "every line had the same milliseconds")
+      log.configure { format = "json" }
+      log.info("json tick")
+      local v = json.decode(out.lines[#out.lines])
+      assert.truthy(v.ts:match("%.%d%d%dZ$"), v.ts)
+    end)
+  end)
+
   describe("text lines", function()
     it("write time, level, message and key=value fields off a terminal", function()
       log.info("backup done", { topics = 3, note = "two words", component = "backup" })

@@ -381,7 +381,7 @@ describe("storage request counters", function()
         s['kalua_storage_request_duration_seconds_count{backend="s3",method="PUT"}'])
       assert.are.equal(100, total(text, "kalua_backup_records_total"))
       assert.are.equal(6, total(text, "kalua_backup_segments_total"))
-      assert.are.equal(0, s['kalua_errors_total{kind="backup"}'])
+      assert.are.equal(0, total(text, "kalua_errors_total"))
     end)
   end)
 end)
@@ -501,7 +501,8 @@ describe("kalua backup --metrics-addr", function()
     local r = proc.run { proc.kalua(), "backup", "--config", cfg, "--metrics-textfile", dir .. "/kalua.prom" }
     assert.are.equal(1, r.code)
     local s = samples(proc.read_file(dir .. "/kalua.prom"))
-    assert.are.equal(1, s['kalua_errors_total{kind="backup"}'])
+    assert.are.equal(1, s['kalua_errors_total{kind="storage"}'])
+    assert.are.equal(1, total(proc.read_file(dir .. "/kalua.prom"), "kalua_errors_total"))
   end)
 
   it("refuses a bad --metrics-addr with one line", function()
@@ -510,5 +511,190 @@ describe("kalua backup --metrics-addr", function()
     local r = proc.run { proc.kalua(), "backup", "--config", cfg, "--metrics-addr", "nowhere" }
     assert.are.equal(1, r.code)
     assert.truthy(r.stderr:match("^kalua backup: metrics: bad address 'nowhere'[^\n]*\n$"), r.stderr)
+  end)
+end)
+
+describe("errors by kind", function()
+  local telemetry = require "kalua.telemetry"
+
+  it("are classed as config, auth, kafka, storage or other from the phase, name and message", function()
+    local cases = {
+      { "config", "b.yaml:3:1: unknown key 'sasl_pasword'", nil, "config" },
+      { "auth", "create_topics: sasl_plaintext://localhost:9092/bootstrap: SASL authentication error: "
+        .. "Authentication failed during authentication due to invalid credentials", "_AUTHENTICATION", "kafka" },
+      { "auth", "metadata: Broker: Topic authorization failed", "TOPIC_AUTHORIZATION_FAILED" },
+      { "kafka", "create_topics: Local: Timed out (127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: "
+        .. "Connection refused)", "_TIMED_OUT" },
+      { "kafka", "flush: 3 messages not delivered", nil, "kafka" },
+      { "storage", "backup 'nope': cannot open /x/nope/manifest.json: No such file or directory" },
+      { "storage", "s3 PUT bucket/key: HTTP 503", "IO_ERROR" },
+      { "other", "something odd happened" },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal(c[1], telemetry.error_kind(c[2], c[3], c[4]), c[2])
+    end
+    local reg <close> = metrics.registry()
+    local t = telemetry.new(reg)
+    t:init_errors()
+    assert.are.equal("auth", t:failure("SASL authentication failed", "SASL_AUTHENTICATION_FAILED"))
+    t:error("no such kind")
+    local s = samples(reg:render())
+    assert.are.same({ 0, 1, 0, 0, 1 }, { s['kalua_errors_total{kind="config"}'], s['kalua_errors_total{kind="auth"}'],
+      s['kalua_errors_total{kind="kafka"}'], s['kalua_errors_total{kind="storage"}'], s['kalua_errors_total{kind="other"}'] })
+  end)
+end)
+
+describe("kalua restore --metrics-addr", function()
+  local brokers, dir, topic
+
+  -- A backup of 600 records over 2 partitions, in segments of 20.
+  before_each(function()
+    brokers = rig.env("KAFKA_PLAINTEXT")
+    dir = proc.tmpdir()
+    topic = rig.topic("metrics-restore")
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    assert(admin:create_topics { { name = topic, partitions = 2, replication_factor = 1 } })
+    local p <close> = assert(kafka.producer { bootstrap_servers = brokers })
+    for i = 0, 599 do assert(p:produce { topic = topic, partition = i % 2, value = ("record %d"):format(i) }) end
+    assert(p:flush(10000))
+    local cfg = configs.write(dir .. "/backup.yaml", { mode = "backup", backup_id = "src",
+      source = { bootstrap_servers = brokers }, topics = { include = { topic } },
+      storage = configs.fs(dir .. "/store"), backup = { segment_max_records = 20 } })
+    local r = proc.run { proc.kalua(), "backup", "--config", cfg }
+    assert.are.equal(0, r.code, r.stderr)
+  end)
+
+  after_each(function() proc.rmdir(dir) end)
+
+  local function restore_config(name, extra)
+    local t = { mode = "restore", backup_id = "src", target = { bootstrap_servers = brokers },
+      storage = configs.fs(dir .. "/store"), restore = { topic_mapping = { [topic] = topic .. "-restored" } } }
+    for k, v in pairs(extra or {}) do t[k] = v end
+    return configs.write(dir .. "/" .. name, t)
+  end
+
+  -- What the manifest says was backed up: records, bytes and segments.
+  local function backed_up()
+    local store <close> = assert(storage.open(dir .. "/store"))
+    local manifest = assert(json.decode(assert(store:get("src/manifest.json"))))
+    local records, bytes, segments = 0, 0, 0
+    for _, part in pairs(manifest.topics[topic].partitions) do
+      for _, seg in ipairs(part.segments) do
+        records, bytes, segments = records + seg.records, bytes + seg.bytes, segments + 1
+      end
+    end
+    return records, bytes, segments
+  end
+
+  it("is scraped while a restore runs: the counters move, and the textfile holds the totals", function()
+    -- a paced restore (200 records/s), so that scrapes see it under way
+    local cfg = restore_config("restore.yaml", { restore = { topic_mapping = { [topic] = topic .. "-restored" },
+      rate_limit_records_per_sec = 200 } })
+    local run = proc.spawn { proc.kalua(), "restore", "--config", cfg, "--metrics-addr", "127.0.0.1:0",
+      "--metrics-textfile", dir .. "/restore.prom" }
+    local seen = {}
+    local ok, err = pcall(function()
+      local address = eventually(30, function() return run:stderr():match("metrics at http://(%S+)/metrics") end)
+      assert(address, run:stderr())
+      -- scrape until the endpoint goes away with the process
+      while true do
+        local r = proc.run { "curl", "-sf", "--max-time", "5", "http://" .. address .. "/metrics" }
+        if r.code ~= 0 then break end
+        seen[#seen + 1] = total(r.stdout, "kalua_restore_records_total") or 0
+        clock.sleep(0.05)
+      end
+      assert.are.equal(0, run:wait(60), run:stderr())
+    end)
+    run:cleanup()
+    assert(ok, err)
+    local moving = false
+    for i = 2, #seen do
+      assert.is_true(seen[i] >= seen[i - 1], "a counter went down")
+      if seen[i] > 0 and seen[i] < 600 then moving = true end
+    end
+    assert.is_true(moving, "no scrape saw the restore under way: " .. table.concat(seen, ","))
+    local records, bytes, segments = backed_up()
+    assert.are.equal(600, records)
+    local prom = proc.read_file(dir .. "/restore.prom")
+    local s = samples(prom)
+    assert.are.equal(600, total(prom, "kalua_restore_records_total"))
+    assert.are.equal(300, s['kalua_restore_records_total{partition="1",topic="' .. topic .. '-restored"}'])
+    assert.are.equal(bytes, total(prom, "kalua_restore_bytes_total"))
+    assert.are.equal(segments, total(prom, "kalua_restore_segments_total"))
+    assert.is_true(s['kalua_restore_last_success_timestamp_seconds{backup_id="src"}'] >= os.time() - 120)
+    assert.are.equal(0, total(prom, "kalua_errors_total"))
+    assert.is_true(s['kalua_storage_requests_total{backend="filesystem",method="GET",status="ok"}'] >= segments)
+  end)
+
+  it("writes the textfile of a one-shot restore, and of one that resumes with nothing left", function()
+    local cfg = restore_config("restore.yaml")
+    local r = proc.run { proc.kalua(), "restore", "--config", cfg, "--metrics-textfile", dir .. "/one.prom" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(600, total(proc.read_file(dir .. "/one.prom"), "kalua_restore_records_total"))
+    r = proc.run { proc.kalua(), "restore", "--config", cfg, "--metrics-textfile", dir .. "/two.prom" }
+    assert.are.equal(0, r.code, r.stderr)
+    local prom = proc.read_file(dir .. "/two.prom")
+    assert.is_nil(total(prom, "kalua_restore_records_total"), prom) -- all done already: nothing restored
+    assert.truthy(samples(prom)['kalua_restore_last_success_timestamp_seconds{backup_id="src"}'])
+  end)
+
+  it("counts a failed restore in kalua_errors_total by kind, and writes no secret", function()
+    local function failed(name, t, kind)
+      local cfg = restore_config(name .. ".yaml", t)
+      local r = proc.run { proc.kalua(), "restore", "--config", cfg, "--metrics-textfile", dir .. "/" .. name .. ".prom" }
+      assert.are.equal(1, r.code, name)
+      local prom = proc.read_file(dir .. "/" .. name .. ".prom")
+      assert.are.equal(1, total(prom, "kalua_errors_total"), prom)
+      assert.are.equal(1, samples(prom)['kalua_errors_total{kind="' .. kind .. '"}'], prom)
+      assert.is_nil(total(prom, "kalua_restore_last_success_timestamp_seconds"))
+      return r, prom
+    end
+    failed("config", { mode = "backup" }, "config")
+    failed("storage", { backup_id = "no-such-backup" }, "storage")
+    local password = "not-the-password-" .. os.time()
+    local r, prom = failed("auth", { target = { bootstrap_servers = rig.env("KAFKA_SASL_PLAINTEXT"),
+      security = { security_protocol = "SASL_PLAINTEXT", sasl_mechanism = "SCRAM-SHA-512",
+        sasl_username = rig.env("KAFKA_SCRAM_USER"), sasl_password = password } } }, "auth")
+    assert.truthy(r.stderr:find("SASL authentication", 1, true), r.stderr)
+    assert.is_nil(r.stderr:find(password, 1, true))
+    assert.is_nil(prom:find(password, 1, true))
+  end)
+end)
+
+describe("kalua offsets reset --metrics-textfile", function()
+  it("counts the groups and partitions an executed reset moved, and none for a dry run", function()
+    local brokers = rig.env("KAFKA_PLAINTEXT")
+    local dir = proc.tmpdir()
+    local topic, group = rig.topic("metrics-offsets"), rig.topic("metrics-offsets-group")
+    local admin <close> = assert(kafka.admin { bootstrap_servers = brokers })
+    assert(admin:create_topics { { name = topic, partitions = 3, replication_factor = 1 } })
+    local p <close> = assert(kafka.producer { bootstrap_servers = brokers })
+    for i = 0, 29 do assert(p:produce { topic = topic, partition = i % 3, value = "v" .. i }) end
+    assert(p:flush(10000))
+    assert(admin:alter_group_offsets(group, { { topic, 0, 5 }, { topic, 1, 5 }, { topic, 2, 5 } }))
+    local function reset(name, ...)
+      local argv = { proc.kalua(), "offsets", "reset", "-b", brokers, "--group", group, "--to-earliest",
+        "--metrics-textfile", dir .. "/" .. name, ... }
+      local r = proc.run(argv)
+      assert.are.equal(0, r.code, r.stderr)
+      return proc.read_file(dir .. "/" .. name)
+    end
+    local dry = reset("dry.prom")
+    assert.is_nil(total(dry, "kalua_offsets_partitions_changed_total"), dry)
+    assert.are.equal(0, total(dry, "kalua_errors_total"))
+    local done = reset("done.prom", "--execute")
+    local s = samples(done)
+    assert.are.equal(1, s['kalua_offsets_groups_changed_total{action="reset"}'], done)
+    assert.are.equal(3, s['kalua_offsets_partitions_changed_total{action="reset"}'], done)
+    local committed = assert(admin:list_group_offsets(group))
+    for _, o in ipairs(committed) do assert.are.equal(0, o.offset) end
+    -- a refusal is counted too, by kind
+    local r = proc.run { proc.kalua(), "offsets", "reset", "-b", brokers, "--group", group, "--to-offset", "x",
+      "--metrics-textfile", dir .. "/bad.prom" }
+    assert.are.equal(1, r.code)
+    assert.are.equal(1, samples(proc.read_file(dir .. "/bad.prom"))['kalua_errors_total{kind="config"}'])
+    r = proc.run { proc.kalua(), "offsets", "list", "--path", dir, "--metrics-textfile", dir .. "/x.prom" }
+    assert.are.equal("kalua offsets: --metrics-textfile goes with reset and rollback\n", r.stderr)
+    proc.rmdir(dir)
   end)
 end)

@@ -167,6 +167,33 @@ describe("kalua schedule", function()
       assert.are.same({}, pick(events, "catch-up", "nightly"))
     end)
 
+    it("feeds each job's metrics from its events: outcomes, running, last run and last success", function()
+      local metrics, telemetry = require "kalua.metrics", require "kalua.telemetry"
+      local reg <close> = metrics.registry()
+      local t = telemetry.new(reg)
+      local clk = fake_clock(utc("2026-05-01T00:00:00Z"))
+      local jobs = jobs_of { { name = "slow", cron = "*/5 * * * *", timezone = "UTC", command = { "backup" } },
+        { name = "bad", cron = "0 * * * *", timezone = "UTC", command = { "list" }, timeout = 60 } }
+      local s = new(clk, jobs, { spawn = fake_spawn(clk, { slow = 7 * 60, bad = 3600 }, {}, { bad = true }), grace = 30 })
+      s.log = t:schedule_log(s.log, jobs)
+      s:run { until_time = utc("2026-05-01T00:12:00Z") }
+      local v = {}
+      for series, value in reg:render():gmatch("\n([%w_]+{[^}]*}) (%S+)") do v[series] = tonumber(value) end
+      -- slow: runs at 00:00 (ends 00:07) and 00:10 (still going); 00:05 skipped
+      assert.are.equal(1, v['kalua_schedule_runs_total{job="slow",outcome="ok"}'])
+      assert.are.equal(1, v['kalua_schedule_runs_total{job="slow",outcome="skipped"}'])
+      assert.are.equal(1, v['kalua_schedule_running{job="slow"}'])
+      assert.are.equal(utc("2026-05-01T00:07:00Z"), v['kalua_schedule_last_success_timestamp_seconds{job="slow"}'])
+      -- bad: timed out at 00:01, killed 30 s later
+      assert.are.equal(1, v['kalua_schedule_runs_total{job="bad",outcome="timeout"}'])
+      assert.are.equal(0, v['kalua_schedule_runs_total{job="bad",outcome="ok"}'])
+      assert.are.equal(0, v['kalua_schedule_running{job="bad"}'])
+      assert.is_nil(v['kalua_schedule_last_success_timestamp_seconds{job="bad"}'])
+      s:shutdown("test") -- slow's second run gets SIGTERM and ends: stopped
+      assert.truthy(reg:render():find('kalua_schedule_runs_total{job="slow",outcome="stopped"} 1\n', 1, true))
+      assert.truthy(reg:render():find('kalua_schedule_running{job="slow"} 0\n', 1, true))
+    end)
+
     it("stops a run at its timeout: SIGTERM, then SIGKILL after the grace period", function()
       local t0 = utc("2026-05-01T00:00:00Z")
       local clk = fake_clock(t0)
@@ -277,6 +304,89 @@ describe("kalua schedule", function()
       end)
       holder:cleanup()
       assert(ok, err)
+    end)
+
+    it("serves its jobs' outcomes as metrics, and its runs log as it does unless a job says otherwise", function()
+      proc.write_file(dir .. "/job.lua", [[
+        local log = require "kalua.log"
+        log.debug("job debug line", { n = 1 })
+        log.info("job info line", { password = "hunter2-secret" })
+      ]])
+      local function job(name, extra)
+        return ("  - name: %s\n    cron: '0 0 1 1 *'\n    catch_up: true\n    output: %s/%s.out\n%s"):format(name, dir,
+          name, extra)
+      end
+      proc.write_file(dir .. "/jobs.yaml", "timezone: UTC\njobs:\n"
+        .. job("inherit", ("    script: %s/job.lua\n"):format(dir))
+        .. job("override", ("    script: %s/job.lua\n    log_format: text\n    log_level: info\n"):format(dir))
+        .. job("broken", ("    command: [restore, --config, %s/missing.yaml]\n"):format(dir)))
+      -- runs they missed a while ago, so catch-up starts each right away
+      os.execute("mkdir -p " .. proc.quote(dir .. "/state"))
+      local long_ago = os.time() - 400 * 86400
+      for _, name in ipairs { "inherit", "override", "broken" } do
+        proc.write_file(dir .. "/state/" .. name .. ".json",
+          json.encode { cron = "0 0 1 1 *", timezone = "UTC", updated = long_ago })
+      end
+      local run = proc.spawn { proc.kalua(), "schedule", "--jobs", dir .. "/jobs.yaml", "--state-dir", dir .. "/state",
+        "--log-format", "json", "-v", "--metrics-addr", "127.0.0.1:0", "--metrics-textfile", dir .. "/schedule.prom" }
+      local function samples(text)
+        local out = {}
+        for series, value in text:gmatch("\n([%w_]+{[^}]*}) (%S+)") do out[series] = tonumber(value) end
+        return out
+      end
+      local scraped
+      local ok, err = pcall(function()
+        local address
+        wait_until(function()
+          address = run:stderr():match("metrics at http://(%S+)/metrics")
+          return address
+        end, "the metrics address")
+        wait_until(function()
+          local r = proc.run { "curl", "-sf", "--max-time", "5", "http://" .. address .. "/metrics" }
+          scraped = samples(r.stdout)
+          return scraped['kalua_schedule_runs_total{job="broken",outcome="failed"}'] == 1
+            and scraped['kalua_schedule_runs_total{job="inherit",outcome="ok"}'] == 1
+            and scraped['kalua_schedule_runs_total{job="override",outcome="ok"}'] == 1
+        end, "three runs to end")
+        assert(run:kill("TERM"))
+        assert.are.equal(0, run:wait(20), run:stderr())
+      end)
+      local stderr = run:stderr()
+      run:cleanup()
+      assert(ok, err)
+      for _, name in ipairs { "inherit", "override", "broken" } do
+        assert.are.equal(0, scraped[('kalua_schedule_running{job="%s"}'):format(name)])
+        assert.truthy(scraped[('kalua_schedule_last_run_timestamp_seconds{job="%s"}'):format(name)])
+      end
+      assert.are.equal(0, scraped['kalua_schedule_runs_total{job="broken",outcome="ok"}'])
+      assert.is_true(scraped['kalua_schedule_last_success_timestamp_seconds{job="inherit"}'] >= os.time() - 120)
+      assert.is_nil(scraped['kalua_schedule_last_success_timestamp_seconds{job="broken"}'])
+      local prom = samples(proc.read_file(dir .. "/schedule.prom"))
+      assert.are.equal(1, prom['kalua_schedule_runs_total{job="broken",outcome="failed"}'])
+      assert.are.equal(0, prom['kalua_errors_total{kind="other"}'])
+
+      -- the scheduler's lines and those of the runs that inherit its format are JSON
+      local function json_lines(text, what)
+        local out = {}
+        for line in text:gmatch("[^\n]+") do
+          local v, jerr = json.decode(line)
+          assert(type(v) == "table", ("%s: not a JSON line (%s): %s"):format(what, tostring(jerr), line))
+          out[#out + 1] = v
+        end
+        assert.is_true(#out > 0, what)
+        return out
+      end
+      json_lines(stderr, "the scheduler")
+      local inherit = json_lines(proc.read_file(dir .. "/inherit.out"), "inherit")
+      assert.are.same({ "debug", "job debug line" }, { inherit[1].level, inherit[1].msg }) -- -v reached it
+      assert.truthy(inherit[1].ts:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"), inherit[1].ts)
+      assert.are.same({ "info", "job info line", "[redacted]" }, { inherit[2].level, inherit[2].msg, inherit[2].password })
+      local broken = json_lines(proc.read_file(dir .. "/broken.out"), "broken")
+      assert.are.same({ "error", "restore" }, { broken[#broken].level, broken[#broken].component })
+      -- a job's own log_format and log_level win
+      local override = proc.read_file(dir .. "/override.out")
+      assert.truthy(override:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ info job info line password=%[redacted%]\n$"),
+        override)
     end)
 
     it("kalua schedule stops on SIGTERM: the job gets SIGTERM, the scheduler waits and exits 0", function()

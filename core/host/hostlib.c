@@ -308,8 +308,11 @@ static void redirect(int target, const char *path, int flags) {
   }
 }
 
+extern char **environ;
+
 struct spawn_plan {
   const char **argv;
+  char **envp; /* NULL: the parent's environment */
   const char *out, *err, *cwd;
   int keep[16];
   int nkeep;
@@ -328,6 +331,7 @@ static void run_child(const struct spawn_plan *plan) {
   redirect(STDOUT_FILENO, plan->out, O_WRONLY | O_CREAT | O_APPEND);
   redirect(STDERR_FILENO, plan->err, O_WRONLY | O_CREAT | O_APPEND);
   for (i = 0; i < plan->nkeep; i++) fcntl(plan->keep[i], F_SETFD, 0); /* inherit the lock */
+  if (plan->envp) environ = plan->envp; /* built before fork: nothing to allocate here */
   execvp(plan->argv[0], (char *const *)plan->argv);
   e = errno;
   if (write(plan->report, &e, sizeof e) < 0) {
@@ -335,10 +339,52 @@ static void run_child(const struct spawn_plan *plan) {
   _exit(127);
 }
 
+/* The child's environment: the parent's, with the variables of the table
+ * at index env ({NAME = value}) set or replaced. The array and its strings
+ * are left on the stack (a userdata and a table) for the GC to free. */
+static char **spawn_environment(lua_State *L, int env) {
+  size_t n = 0, i, count = 0;
+  char **envp;
+  int strings;
+  env = lua_absindex(L, env);
+  lua_newtable(L); /* keeps the NAME=value strings alive */
+  strings = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, env) != 0) {
+    luaL_argcheck(L, lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING, 2,
+                  "opts.env maps names to strings");
+    luaL_argcheck(L, strchr(lua_tostring(L, -2), '=') == NULL && lua_rawlen(L, -2) > 0, 2,
+                  "opts.env: bad variable name");
+    lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_rawseti(L, strings, (lua_Integer)++count);
+    lua_pop(L, 1);
+  }
+  while (environ && environ[n]) n++;
+  envp = lua_newuserdatauv(L, (n + count + 1) * sizeof *envp, 0);
+  count = 0;
+  for (i = 0; i < n; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    int replaced;
+    lua_pushlstring(L, environ[i], len);
+    replaced = lua_rawget(L, env) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!replaced) envp[count++] = environ[i];
+  }
+  for (i = 1; i <= lua_rawlen(L, strings); i++) {
+    lua_rawgeti(L, strings, (lua_Integer)i);
+    envp[count++] = (char *)lua_tostring(L, -1); /* anchored in strings */
+    lua_pop(L, 1);
+  }
+  envp[count] = NULL;
+  return envp;
+}
+
 /* host.spawn(argv [, opts]) -> process, or nil, message. argv[1] is the
  * program (found on PATH when it has no '/'). opts.stdout / opts.stderr
  * append the child's output to a file (default: inherited); opts.cwd is
- * its working directory; opts.keep is
+ * its working directory; opts.env ({NAME = value}) sets variables in its
+ * environment (the rest is inherited); opts.keep is
  * a list of locks the child inherits, so they stay held until it exits
  * too. stdin is /dev/null. */
 static int host_spawn(lua_State *L) {
@@ -377,6 +423,10 @@ static int host_spawn(lua_State *L) {
       }
     }
     lua_pop(L, 1);
+    if (lua_getfield(L, 2, "env") == LUA_TTABLE)
+      plan.envp = spawn_environment(L, -1); /* the table, its strings and the array stay on the stack */
+    else
+      lua_pop(L, 1);
   }
   if (pipe(pipefd) != 0) return kalua_fail(L, strerror(errno), "ERROR");
   fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);

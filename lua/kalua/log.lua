@@ -167,30 +167,20 @@ end
 
 -- Formatting -------------------------------------------------------------
 
--- Wall-clock seconds with milliseconds: kalua.clock's when it has one;
--- else os.time() carried on by the monotonic clock, moved up whenever
--- os.time() is seen to tick past it (it lags by less than a second, and
--- less each time it is corrected).
+-- Wall-clock seconds, with their fraction: kalua.clock's CLOCK_REALTIME
+-- (os.time's whole seconds where kalua.clock is missing).
 local function wall_clock()
   local ok, clock = pcall(require, "kalua.clock")
-  if not ok then return os.time end
-  local wall = clock.time or clock.realtime or clock.wall
-  if wall then return wall end
-  local base_wall, base_mono = os.time(), clock.now()
-  return function()
-    local mono, secs = clock.now(), os.time()
-    local t = base_wall + (mono - base_mono)
-    if secs > t or secs < t - 1 then
-      base_wall, base_mono, t = secs, mono, secs
-    end
-    return t
-  end
+  if ok and type(clock) == "table" and clock.time then return clock.time end
+  return os.time
 end
 
 local now = wall_clock()
 
+-- RFC 3339 in UTC with milliseconds, truncated (a line never shows a time
+-- later than the one it was written at): 2026-11-25T20:00:00.123Z.
 local function iso_utc(t)
-  local ms = math.floor(t * 1000 + 0.5)
+  local ms = math.floor(t * 1000)
   return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. (".%03dZ"):format(ms % 1000)
 end
 

@@ -95,10 +95,12 @@ end
 local function ensure_topic(admin, entry, create)
   local md = admin:metadata { topic = entry.target }
   if md and md[1] and not md[1].error then return "exists" end
-  if create == false then return nil, ("target topic '%s' does not exist and create_topics is false"):format(entry.target) end
-  local ok, err = admin:create_topics { { name = entry.target, partitions = entry.partition_count,
+  if create == false then
+    return nil, ("target topic '%s' does not exist and create_topics is false"):format(entry.target), "config"
+  end
+  local ok, err, name = admin:create_topics { { name = entry.target, partitions = entry.partition_count,
     replication_factor = -1, config = entry.configs } }
-  if not ok then return nil, err end
+  if not ok then return nil, err, name end
   return "created"
 end
 
@@ -223,7 +225,7 @@ end
 local function send_segment(ctx, item)
   local entry, part, seg, t, extra = item.entry, item.part, item.seg, item.target, item.extra
   local reader, err = segment.open(ctx.store, seg.key)
-  if not reader then return nil, err end
+  if not reader then return nil, err, "storage" end
   local w = ctx.plan.window
   local sent, runs, skip_left = reader:produce(ctx.producer, {
     topic = entry.target, partition = part.target,
@@ -233,10 +235,10 @@ local function send_segment(ctx, item)
     rate = ctx.r.rate_limit_records_per_sec, rate_epoch = ctx.clock, rate_base = ctx.produced,
   })
   reader:close()
-  if not sent then return nil, runs end
+  if not sent then return nil, runs, skip_left end -- produce's error name
   if skip_left > 0 then
     return nil, ("%s [%d] holds %d more records than this restore sent: was it written to meanwhile?"):format(
-      entry.target, part.target, skip_left)
+      entry.target, part.target, skip_left), "kafka"
   end
   ctx.produced = ctx.produced + sent
   item.sent, item.runs = sent, runs
@@ -256,7 +258,7 @@ local function restore_wave(ctx, wave)
   for _, item in ipairs(wave) do
     if not ctx.ckpt.done[item.done_key] then
       item.target, item.extra = target_state(ctx, item.entry.target, item.part.target)
-      if not item.target then return nil, item.extra end
+      if not item.target then return nil, item.extra, "kafka" end
       sent[#sent + 1] = item
     end
   end
@@ -264,22 +266,32 @@ local function restore_wave(ctx, wave)
   local ok, err
   if ctx.new_targets then -- where new target partitions start, before anything lands there
     ok, err = save_checkpoint(ctx)
-    if not ok then return nil, err end
+    if not ok then return nil, err, "storage" end
     ctx.new_targets = false
   end
   for _, item in ipairs(sent) do
-    ok, err = send_segment(ctx, item)
-    if not ok then return nil, err end
+    local kind
+    ok, err, kind = send_segment(ctx, item)
+    if not ok then return nil, err, kind end
   end
-  ok, err = ctx.producer:flush(ctx.flush_ms)
-  if not ok then return nil, err end
+  local name
+  ok, err, name = ctx.producer:flush(ctx.flush_ms)
+  if not ok then return nil, err, name end
   for _, item in ipairs(sent) do
     item.target.next = record_runs(ctx, item.entry, item.part, item.target, item.runs)
     ctx.ckpt.done[item.done_key] = true
     ctx.summary.records = ctx.summary.records + item.sent
     ctx.summary.resumed = ctx.summary.resumed + item.extra
   end
-  return save_checkpoint(ctx)
+  ok, err = save_checkpoint(ctx)
+  if not ok then return nil, err, "storage" end
+  if ctx.hooks.segment then
+    for _, item in ipairs(sent) do
+      ctx.hooks.segment(item.entry.target, item.part.target, item.sent, item.seg.bytes)
+    end
+  end
+  if ctx.hooks.wave then ctx.hooks.wave() end
+  return true
 end
 
 -- The segments to send, one lane per target partition, each in order.
@@ -313,8 +325,8 @@ local function send_lanes(ctx, lanes)
       end
     end
     if #wave == 0 then return true end
-    local ok, err = restore_wave(ctx, wave)
-    if not ok then return nil, err end
+    local ok, err, kind = restore_wave(ctx, wave)
+    if not ok then return nil, err, kind end
   end
 end
 
@@ -322,59 +334,81 @@ end
 -- snapshot, through the mapping, onto the target cluster.
 local function restore_groups(ctx, cfg)
   local snap, err = offsets.load(ctx.store, nil, cfg.backup_id)
-  if not snap then return nil, err end
+  if not snap then return nil, err, "storage" end
   local plan, skipped = offsets.translate(snap, ctx.ckpt.mapping, ctx.r.consumer_groups)
-  local ok
-  ok, err = offsets.apply(ctx.admin, plan)
-  if not ok then return nil, err end
+  local ok, name
+  ok, err, name = offsets.apply(ctx.admin, plan)
+  if not ok then return nil, err, name or "kafka" end
   ctx.summary.groups = #plan
   ctx.summary.groups_skipped = skipped
   return true
 end
 
+-- The end of a run, failed (err, and the kind of error: a phase or an
+-- error name; see kalua.telemetry.error_kind) or not: its clients and
+-- store are closed after hooks.close(run, summary) has read them.
+local function finish(ctx, summary, err, kind)
+  if ctx.hooks.close then ctx.hooks.close(ctx.run, summary) end
+  if ctx.producer then ctx.producer:close() end
+  if ctx.admin then ctx.admin:close() end
+  if ctx.store then ctx.store:close() end
+  if not summary then return nil, err, kind end
+  return summary
+end
+
 --- Restores what plan(cfg) describes, resuming an interrupted run of the
 -- same restore. With restore.reset_consumer_offsets (or consumer_groups)
 -- the backup's consumer-group offsets are translated through the offset
--- mapping and applied to the target. Returns a summary or nil, message.
-function M.run(cfg)
+-- mapping and applied to the target. Returns a summary or nil, message,
+-- kind (what failed: "storage", "kafka", "config" or an error's name, for
+-- kalua.telemetry.error_kind).
+--
+-- hooks (all optional, for metrics: kalua.telemetry's restore_hooks):
+-- open(run) once the clients are open, with run = {backup_id=, store=,
+-- admin=, producer=}; segment(topic, partition, records, bytes) for each
+-- segment restored (target topic and partition; bytes as stored), once
+-- delivered and checkpointed; wave() after each round of segments;
+-- close(run, summary) at the end, summary nil when the run failed.
+function M.run(cfg, hooks)
   local r = cfg.restore or {}
   local plan, err = M.plan(cfg)
-  if not plan then return nil, err end
+  if not plan then return nil, err, err:find("^backup '") and "storage" or "config" end
   local ctx = { r = r, plan = plan, store = plan.store, ckpt_key = checkpoint_key(cfg), clock = clock.now(),
-    flush_ms = 120000, produced = 0,
+    flush_ms = 120000, produced = 0, hooks = hooks or {},
     summary = { topics = 0, created = 0, partitions = 0, records = 0, resumed = 0, groups = 0 } }
+  ctx.run = { backup_id = cfg.backup_id, store = ctx.store }
+  local name
   ctx.ckpt, err = read_checkpoint(ctx.store, ctx.ckpt_key)
-  if not ctx.ckpt then return nil, err end
-  ctx.admin, err = kafka.admin(cfg.target)
-  if not ctx.admin then return nil, err end
+  if not ctx.ckpt then return finish(ctx, nil, err, "storage") end
+  ctx.admin, err, name = kafka.admin(cfg.target)
+  if not ctx.admin then return finish(ctx, nil, err, name or "kafka") end
+  ctx.run.admin = ctx.admin
   -- librdkafka refuses records over 1 MB by default, yet a topic (or a
   -- broker) may allow larger ones, and the backup holds whatever the source
   -- took: let the target broker be the judge of size.
   local properties = { ["message.max.bytes"] = "100000000" }
   for k, v in pairs(cfg.target.properties or {}) do properties[k] = v end
-  ctx.producer, err = kafka.producer {
+  ctx.producer, err, name = kafka.producer {
     bootstrap_servers = cfg.target.bootstrap_servers, security = cfg.target.security,
     properties = properties, idempotence = true, acks = "all",
   }
-  if not ctx.producer then return nil, err end
+  if not ctx.producer then return finish(ctx, nil, err, name or "kafka") end
+  ctx.run.producer = ctx.producer
+  if ctx.hooks.open then ctx.hooks.open(ctx.run) end
   for _, entry in ipairs(plan.topics) do
-    local how, terr = ensure_topic(ctx.admin, entry, r.create_topics)
-    if not how then return nil, terr end
+    local how, terr, tname = ensure_topic(ctx.admin, entry, r.create_topics)
+    if not how then return finish(ctx, nil, terr, tname or "kafka") end
     if how == "created" then ctx.summary.created = ctx.summary.created + 1 end
     ctx.summary.topics = ctx.summary.topics + 1
   end
-  local ok, serr = send_lanes(ctx, lanes_of(ctx, plan))
-  if not ok then return nil, serr end
+  local ok, serr, kind = send_lanes(ctx, lanes_of(ctx, plan))
+  if not ok then return finish(ctx, nil, serr, kind) end
   if r.reset_consumer_offsets or (r.consumer_groups and #r.consumer_groups > 0) then
-    local gerr
-    ok, gerr = restore_groups(ctx, cfg)
-    if not ok then return nil, gerr end
+    ok, serr, kind = restore_groups(ctx, cfg)
+    if not ok then return finish(ctx, nil, serr, kind) end
   end
-  ctx.producer:close()
-  ctx.admin:close()
-  ctx.store:close()
   ctx.summary.restore_id = M.restore_id(cfg)
-  return ctx.summary
+  return finish(ctx, ctx.summary)
 end
 
 return M

@@ -10,7 +10,8 @@
 -- A job: { name=, cron=, timezone=, command = { "backup", "--config", "b.yaml" }
 -- (a kalua command and its arguments) or script = "job.lua" (with args =
 -- {...}), catch_up=, timeout= (seconds), directory= (working directory),
--- output= (file the job's stdout and stderr are appended to) }.
+-- output= (file the job's stdout and stderr are appended to), log_format=,
+-- log_level= (the run's log settings; default: the scheduler's) }.
 --
 -- A run never overlaps another run of the same job: each run holds
 -- <state_dir>/<name>.lock (flock), which the child inherits, so the lock is
@@ -22,7 +23,7 @@
 --
 -- Time and processes come from the options, so a spec runs a day of
 -- schedule in milliseconds: now() -> epoch seconds, sleep(seconds),
--- stop_requested() -> signal name or nil, spawn(job, argv, lock) -> handle
+-- stop_requested() -> signal name or nil, spawn(job, argv, lock, env) -> handle
 -- or nil, message (handle.pid, handle:poll() -> nil while running or
 -- { code=, signal= }, handle:signal(name)), log(event).
 local cron = require "kalua.cron"
@@ -70,7 +71,9 @@ end
 -- --- jobs files ----------------------------------------------------------------
 
 local JOB_KEYS = { name = true, cron = true, timezone = true, command = true, script = true, args = true,
-  catch_up = true, timeout = true, directory = true, output = true }
+  catch_up = true, timeout = true, directory = true, output = true, log_format = true, log_level = true }
+local LOG_FORMATS = { text = true, json = true }
+local LOG_LEVELS = { error = true, warn = true, info = true, debug = true, trace = true }
 local TOP_KEYS = { jobs = true, timezone = true }
 
 local suggestion = require("kalua.config").suggestion
@@ -144,6 +147,13 @@ local function check_job(c, t, list, index, defaults)
     end
   end
   job.directory, job.output = str("directory"), str("output")
+  job.log_format, job.log_level = str("log_format"), str("log_level")
+  if job.log_format and not LOG_FORMATS[job.log_format] then
+    c.fail(t, "log_format", "'log_format' must be text or json (got '%s')", job.log_format)
+  end
+  if job.log_level and not LOG_LEVELS[job.log_level] then
+    c.fail(t, "log_level", "'log_level' must be error, warn, info, debug or trace (got '%s')", job.log_level)
+  end
   return job
 end
 
@@ -289,15 +299,14 @@ Scheduler.__index = Scheduler
 
 local function round3(x) return math.floor(x * 1000 + 0.5) / 1000 end
 
--- Wall-clock seconds with a fraction: os.time() once, then the monotonic clock.
+-- Wall-clock seconds with a fraction (CLOCK_REALTIME).
 local function wall_clock()
-  local base_wall, base_mono = os.time(), clock.now()
-  return function() return base_wall + (clock.now() - base_mono) end
+  return clock.time
 end
 
-local function spawn_child(job, argv, lock)
+local function spawn_child(job, argv, lock, env)
   local proc, err = host.spawn(argv, { keep = { lock }, cwd = job.directory, stdout = job.output,
-    stderr = job.output })
+    stderr = job.output, env = env })
   if not proc then return nil, err end
   lock:set_pid(proc:pid())
   return {
@@ -312,10 +321,23 @@ local function spawn_child(job, argv, lock)
   }
 end
 
+--- The variables a run of job gets in its environment: env (the
+-- scheduler's, e.g. { KALUA_LOG_FORMAT = "json", KALUA_LOG_LEVEL = "debug" })
+-- with the job's own log_format and log_level laid over it. A command's
+-- own --log-format, -v or -q still win: flags beat the environment.
+function M.job_env(job, env)
+  local out = {}
+  for k, v in pairs(env or {}) do out[k] = v end
+  if job.log_format then out.KALUA_LOG_FORMAT = job.log_format end
+  if job.log_level then out.KALUA_LOG_LEVEL = job.log_level end
+  return next(out) and out or nil
+end
+
 --- A scheduler over opts.jobs (see the top of this file for the options).
 -- opts.state_dir defaults to M.default_state_dir(); opts.poll is how often
 -- (seconds) running jobs are checked (1); opts.grace how long a job that
--- timed out gets between SIGTERM and SIGKILL (30).
+-- timed out gets between SIGTERM and SIGKILL (30); opts.env variables set
+-- in every run's environment (see M.job_env).
 function M.new(opts)
   if not opts.jobs or #opts.jobs == 0 then return nil, "no jobs" end
   local s = setmetatable({
@@ -325,7 +347,7 @@ function M.new(opts)
     spawn = opts.spawn or spawn_child, log = opts.log or M.logger(),
     lock = opts.lock or (host and host.lock), poll = opts.poll or 1, grace = opts.grace or 30,
     executable = opts.executable or (host and host.executable()) or arg and arg[-1],
-    states = {},
+    env = opts.env, states = {},
   }, Scheduler)
   if not s.lock then return nil, "the scheduler needs kalua.host (run it with kalua)" end
   s.sleep = opts.sleep or function(secs)
@@ -442,7 +464,7 @@ function Scheduler:launch(job, scheduled, reason)
     return
   end
   local handle
-  handle, err = self.spawn(job, M.argv(job, self.executable), lock)
+  handle, err = self.spawn(job, M.argv(job, self.executable), lock, M.job_env(job, self.env))
   local now, st = self.now(), self.states[job.name]
   if not handle then
     lock:release()

@@ -46,9 +46,33 @@ M.names = {
   backup_last_success = { type = "gauge", name = "kalua_backup_last_success_timestamp_seconds",
     help = "When a backup round last completed, in seconds since the epoch.", labels = { "backup_id" } },
   restore_records = { type = "counter", name = "kalua_restore_records_total",
-    help = "Records restored.", labels = TOPIC_PARTITION },
+    help = "Records restored, by target topic and partition.", labels = TOPIC_PARTITION },
+  restore_bytes = { type = "counter", name = "kalua_restore_bytes_total",
+    help = "Bytes of backup segments restored (compressed, as stored), by target topic and partition.",
+    labels = TOPIC_PARTITION },
+  restore_segments = { type = "counter", name = "kalua_restore_segments_total",
+    help = "Backup segments restored, by target topic and partition.", labels = TOPIC_PARTITION },
+  restore_last_success = { type = "gauge", name = "kalua_restore_last_success_timestamp_seconds",
+    help = "When a restore last completed, in seconds since the epoch.", labels = { "backup_id" } },
+  schedule_runs = { type = "counter", name = "kalua_schedule_runs_total",
+    help = "Scheduled runs by outcome: ok, failed, timeout, killed, stopped, error (could not start), "
+      .. "skipped (the last run was still going), interrupted (cut short by a scheduler stop).",
+    labels = { "job", "outcome" } },
+  schedule_last_run = { type = "gauge", name = "kalua_schedule_last_run_timestamp_seconds",
+    help = "When the job's last run ended, whatever its outcome, in seconds since the epoch.", labels = { "job" } },
+  schedule_last_success = { type = "gauge", name = "kalua_schedule_last_success_timestamp_seconds",
+    help = "When a run of the job last ended with exit code 0, in seconds since the epoch.", labels = { "job" } },
+  schedule_running = { type = "gauge", name = "kalua_schedule_running",
+    help = "1 while a run of the job is going, else 0.", labels = { "job" } },
+  offsets_groups = { type = "counter", name = "kalua_offsets_groups_changed_total",
+    help = "Consumer groups whose committed offsets kalua offsets moved, by action (reset, rollback).",
+    labels = { "action" } },
+  offsets_partitions = { type = "counter", name = "kalua_offsets_partitions_changed_total",
+    help = "Partitions whose committed offset kalua offsets moved, by action (reset, rollback).",
+    labels = { "action" } },
   errors = { type = "counter", name = "kalua_errors_total",
-    help = "Failed runs and operations, by kind.", labels = { "kind" } },
+    help = "Errors by kind: config, auth (SASL, TLS, Kerberos, ACLs), kafka, storage, other.",
+    labels = { "kind" } },
   sasl_authentications = { type = "counter", name = "kalua_sasl_authentications_total",
     help = "SASL authentications kalua's auth relay completed." },
   sasl_reauthentications = { type = "counter", name = "kalua_sasl_reauthentications_total",
@@ -97,9 +121,78 @@ function T:metric(id, labels, buckets)
   return h
 end
 
---- Counts a failure of kind (e.g. "backup", "restore", "storage").
+-- --- errors by kind -----------------------------------------------------------
+
+--- The kinds of kalua_errors_total, each exported (at 0) from the start.
+M.error_kinds = { "config", "auth", "kafka", "storage", "other" }
+local KINDS = {}
+for _, k in ipairs(M.error_kinds) do KINDS[k] = true end
+
+-- Error names (the third value of a failure) by kind.
+local STORAGE_NAMES = { IO_ERROR = true, NOT_FOUND = true, PERMISSION_DENIED = true, NO_SPACE = true,
+  CORRUPT = true, INVALID_KEY = true, EXISTS = true }
+-- Names kalua's own modules give that say nothing of Kafka (librdkafka's
+-- are the other upper-case names, and those starting with "_").
+local NOT_KAFKA_NAMES = { ERROR = true, UNSUPPORTED = true, INVALID_ADDRESS = true, ADDRESS_IN_USE = true,
+  LOCKED = true, NO_PROCESS = true }
+local function auth_name(name)
+  return name:find("AUTHENTICATION", 1, true) or name:find("AUTHORIZATION", 1, true) or name:find("^_?SASL")
+    or name == "_SSL" or name == "GSSAPI" or name == "SASL_CONFIG"
+end
+-- Words of a message (lower-cased) that say what failed, tried in order.
+local AUTH_WORDS = { "sasl", "authenticat", "authoriz", "kerberos", "gssapi", "keytab", "scram", "ssl handshake",
+  "certificate verify", "credentials" }
+local STORAGE_WORDS = { "storage", "s3://", "az://", "gs://", "bucket", "manifest", "checkpoint", "segment",
+  "no such file", "is a directory", "permission denied", "no space left", "cannot open", "cannot write",
+  "cannot create" }
+local KAFKA_WORDS = { "broker", "kafka", "local: ", "leader", "partition", "topic", "metadata", "timed out",
+  "producer", "consumer", "offset" }
+
+local function mentions(message, words)
+  for _, w in ipairs(words) do
+    if message:find(w, 1, true) then return true end
+  end
+  return false
+end
+
+--- The kind of an error (one of M.error_kinds) from its message, its name
+-- (the symbolic name a failure returns third, e.g.
+-- "SASL_AUTHENTICATION_FAILED", "_TRANSPORT", "IO_ERROR") and, when the
+-- caller knows what it was doing, phase ("kafka", "storage", "config"):
+-- a config phase is "config"; authentication and authorization failures
+-- are "auth" whatever the other phases; then the phase decides, then the name, then the message's words.
+function M.error_kind(message, name, phase)
+  local lower = tostring(message or ""):lower()
+  name = type(name) == "string" and name or ""
+  if phase == "config" then return "config" end
+  if auth_name(name) or mentions(lower, AUTH_WORDS) then return "auth" end
+  if phase and KINDS[phase] then return phase end
+  if name == "CONFIG" then return "config" end
+  if STORAGE_NAMES[name] then return "storage" end
+  if name:find("^_") or (name:find("^[A-Z][A-Z_]+$") and not NOT_KAFKA_NAMES[name]) then return "kafka" end
+  if mentions(lower, STORAGE_WORDS) then return "storage" end
+  if mentions(lower, KAFKA_WORDS) then return "kafka" end
+  return "other"
+end
+
+--- Exports every kind of kalua_errors_total at 0, so that increase() has
+-- a start before the first error.
+function T:init_errors()
+  for _, kind in ipairs(M.error_kinds) do self:metric("errors", { kind = kind }) end
+end
+
+--- Counts an error of kind (one of M.error_kinds).
 function T:error(kind)
+  if not KINDS[kind] then kind = "other" end
   self:metric("errors", { kind = kind }):inc()
+end
+
+--- Counts a failure by its message, name and phase (see M.error_kind);
+-- returns its kind.
+function T:failure(message, name, phase)
+  local kind = M.error_kind(message, name, phase)
+  self:error(kind)
+  return kind
 end
 
 --- Counts n restored records of topic/partition.
@@ -222,7 +315,7 @@ function T:backup_hooks(extra)
     self:track_store(run.store)
     self:track_client(run.admin)
     self:metric("backup_throughput", {}):set(0)
-    self:metric("errors", { kind = "backup" }) -- 0 until one: increase() needs a start
+    self:init_errors()
     self:sync()
   end)
   chain("partition", function(topic, partition, next_offset, high)
@@ -248,7 +341,7 @@ function T:backup_hooks(extra)
   chain("round", function()
     throughput()
     in_round = false
-    self:metric("backup_last_success", { backup_id = backup_id }):set(os.time())
+    self:metric("backup_last_success", { backup_id = backup_id }):set(clock.time())
     self:sync()
   end)
   -- A Kafka client the run opened: its relay counts are read until the
@@ -263,6 +356,85 @@ function T:backup_hooks(extra)
     self:sync()
   end)
   return hooks
+end
+
+--- Hooks for kalua.restore.run that feed the restore metrics (labels: the
+-- target topic and partition), chained with those of `extra`.
+function T:restore_hooks(extra)
+  extra = extra or {}
+  local hooks = {}
+  for k, v in pairs(extra) do hooks[k] = v end
+  local function chain(name, fn)
+    local other = extra[name]
+    hooks[name] = function(...)
+      fn(...)
+      if other then return other(...) end
+    end
+  end
+  chain("open", function(run)
+    self:track_store(run.store)
+    self:track_client(run.admin)
+    self:track_client(run.producer)
+    self:init_errors()
+    self:sync()
+  end)
+  chain("segment", function(topic, partition, records, bytes)
+    local labels = { topic = topic, partition = partition }
+    self:metric("restore_records", labels):add(records)
+    self:metric("restore_bytes", labels):add(bytes or 0)
+    self:metric("restore_segments", labels):inc()
+  end)
+  chain("wave", function() self:sync() end)
+  chain("close", function(run, summary)
+    if summary then self:metric("restore_last_success", { backup_id = run.backup_id }):set(clock.time()) end
+    if run.producer then self:client_done(run.producer) end
+    if run.admin then self:client_done(run.admin) end
+    if run.store then self:untrack_store(run.store) end
+    self:sync()
+  end)
+  return hooks
+end
+
+--- A log function for kalua.schedule.new that feeds each job's metrics
+-- from the scheduler's events, then passes them on to `log`.
+function T:schedule_log(log, jobs)
+  local function runs(job, outcome) self:metric("schedule_runs", { job = job, outcome = outcome }):inc() end
+  for _, job in ipairs(jobs or {}) do
+    for _, outcome in ipairs { "ok", "failed" } do self:metric("schedule_runs", { job = job.name, outcome = outcome }) end
+    self:metric("schedule_running", { job = job.name }):set(0)
+  end
+  self:init_errors()
+  return function(e)
+    local job = e.job
+    if job and e.event == "start" then
+      self:metric("schedule_running", { job = job }):set(1)
+    elseif job and e.event == "end" then
+      local outcome = tostring(e.result)
+      if outcome:find("^killed") then outcome = "killed" end
+      runs(job, outcome)
+      self:metric("schedule_running", { job = job }):set(0)
+      self:metric("schedule_last_run", { job = job }):set(e.time)
+      if e.result == "ok" then self:metric("schedule_last_success", { job = job }):set(e.time) end
+    elseif job and e.event == "skip" then
+      runs(job, "skipped")
+    elseif job and e.event == "interrupted" then
+      runs(job, "interrupted")
+    elseif e.event == "error" and job and e.scheduled then -- a run that could not start
+      runs(job, "error")
+      self:metric("schedule_last_run", { job = job }):set(e.time)
+      self:error("other")
+    elseif e.event == "error" then -- a state file that cannot be read or written
+      self:failure(e.message, nil, "storage")
+    end
+    if log then return log(e) end
+  end
+end
+
+--- Counts a `kalua offsets` change applied: groups and partitions moved by
+-- action ("reset" or "rollback").
+function T:offsets_changed(action, groups, partitions)
+  self:metric("offsets_groups", { action = action }):add(groups)
+  self:metric("offsets_partitions", { action = action }):add(partitions)
 end
 
 --- What `kalua backup` (and any command) does with --metrics-addr and
@@ -282,6 +454,48 @@ function M.start(opts)
     t.address = address
   end
   return t
+end
+
+--- The flags of a command that exports metrics (what M.start takes as
+-- opts.addr and opts.textfile: opts.metrics_addr, opts.metrics_textfile).
+function M.flags(textfile_help)
+  return {
+    { name = "metrics-addr", key = "metrics_addr", arg = true,
+      help = "serve Prometheus metrics at host:port while running (port 0: any free one)" },
+    { name = "metrics-textfile", key = "metrics_textfile", arg = true,
+      help = textfile_help or "write the metrics to this file at the end (node_exporter's textfile collector)" },
+  }
+end
+
+--- M.start for a command: serves opts.metrics_addr and says where
+-- ("kalua <command>: metrics at http://.../metrics", a log line of level
+-- info), writes opts.metrics_textfile; exports every error kind at 0.
+-- Dies (cli.die) when the address cannot be served.
+function M.command(command, opts)
+  local cli = require "kalua.cli"
+  local t, err = M.start { addr = opts.metrics_addr, textfile = opts.metrics_textfile }
+  if not t then cli.die(command, err) end
+  t.command = command
+  t:init_errors()
+  if t.address then cli.report(command, ("metrics at http://%s/metrics"):format(t.address), "info") end
+  return t
+end
+
+--- Writes the textfile; one that cannot be written is reported (a line),
+-- not fatal.
+function T:flush()
+  local ok, err = self:write()
+  if not ok then require("kalua.cli").report(self.command or "kalua", err) end
+end
+
+--- The end of a failed command: counts the error (kind from its message,
+-- name and phase: see M.error_kind), writes the textfile, stops serving
+-- and exits with cli.die's line.
+function T:die(message, name, phase)
+  self:failure(message, name, phase)
+  self:flush()
+  self:close()
+  require("kalua.cli").die(self.command or "kalua", message)
 end
 
 --- Writes the textfile, when there is one. Returns true or nil, message.
