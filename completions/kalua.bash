@@ -54,7 +54,8 @@ _kalua() {
     return 0
   fi
   case $prev in
-    --config | --jobs | --path | --state-dir | --metrics-textfile | --sasl-lua-mechanism | \
+    --config | --jobs | --path | --state-dir | --metrics-textfile | --sasl-lua-mechanism | --auth-script | \
+      --tls-cert | --tls-key | --tls-client-ca | \
       *-file | *-keytab | *-location | *-krb5-config | *-jaas-config)
       mapfile -t COMPREPLY < <(compgen -f -- "$cur")
       return 0

@@ -409,6 +409,7 @@ static const luaL_Reg kafka_funcs[] = {
   {"consumer", kafka_consumer_new},
   {"admin", kafka_admin_new},
   {"sasl_probe", kafka_sasl_probe},
+  {"proxy", kafka_proxy_new},
   {"version", kafka_version},
   {"err2name", kafka_err2name},
   {"set_logger", kafka_set_logger},
@@ -426,6 +427,8 @@ int luaopen_kalua_kafka(lua_State *L) {
   kafka_wrap_methods(L, KAFKA_PRODUCER_MT);
   kafka_wrap_methods(L, KAFKA_CONSUMER_MT);
   kafka_wrap_methods(L, KAFKA_ADMIN_MT);
+  kafka_proxy_register(L);
   luaL_newlib(L, kafka_funcs);
+  wire_lua_open(L);
   return 1;
 }

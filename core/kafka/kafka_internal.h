@@ -128,6 +128,9 @@ int kafka_producer_new(lua_State *L);
 int kafka_consumer_new(lua_State *L);
 int kafka_admin_new(lua_State *L);
 int kafka_sasl_probe(lua_State *L); /* conf.c */
+int kafka_proxy_new(lua_State *L);   /* proxy_lua.c */
+void kafka_proxy_register(lua_State *L);
+void wire_lua_open(lua_State *L);     /* wire_lua.c: sets field "wire" of the table on top */
 
 kalua_batch *kalua_kafka_checkbatch(lua_State *L, int idx);
 kalua_batch *kafka_batch_push(lua_State *L, int cap);

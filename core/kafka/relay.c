@@ -1538,6 +1538,10 @@ int relay_link_fd(const relay_link *cn) {
   return cn->broker_fd;
 }
 
+int relay_link_tls(const relay_link *cn) {
+  return cn->ssl != NULL;
+}
+
 int relay_link_pending(const relay_link *cn) {
   return cn->ssl != NULL && SSL_pending(cn->ssl) > 0;
 }

@@ -83,6 +83,7 @@ ssize_t relay_link_io(relay_link *l, int writing, void *buf, size_t n, short *wa
 int relay_link_fd(const relay_link *l);
 /* TLS bytes already decrypted: readable with no poll. */
 int relay_link_pending(const relay_link *l);
+int relay_link_tls(const relay_link *l);
 const char *relay_link_broker(const relay_link *l);
 /* When to re-authenticate (monotonic ms, relay_now_ms), 0 for never. */
 int64_t relay_link_reauth_at(const relay_link *l);
