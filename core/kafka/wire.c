@@ -4,6 +4,7 @@
  * definitions (clients/src/main/resources/common/message/, one JSON file each). */
 #include "kafka/wire.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,27 +75,37 @@ static void skip_tags(kreader *rd) {
   }
 }
 
+/* A compact length: uvarint N+1, 0 for null (-1). */
+static int compact_len(kreader *rd, int32_t *n) {
+  uint32_t u;
+  if (!kr_uvarint(rd, &u)) return 0;
+  if (u > (uint32_t)INT32_MAX) {
+    rd->bad = 1;
+    return 0;
+  }
+  *n = (int32_t)u - 1;
+  return 1;
+}
+
 /* A string (int16 length, or compact uvarint length+1); NULL for null. */
 static const char *read_str(kreader *rd, int flexible, size_t *len) {
   int32_t n;
+  *len = 0; /* set only for a string that is there: callers copy len bytes */
   if (flexible) {
-    uint32_t u;
-    if (!kr_uvarint(rd, &u)) return NULL;
-    n = (int32_t)u - 1;
+    if (!compact_len(rd, &n)) return NULL;
   } else {
     n = kr_int16(rd);
   }
-  *len = n > 0 ? (size_t)n : 0;
-  if (n < 0) return NULL;
-  return (const char *)kr_bytes(rd, n);
+  const char *s;
+  if (n < 0 || (s = (const char *)kr_bytes(rd, n)) == NULL) return NULL;
+  *len = (size_t)n;
+  return s;
 }
 
 static int32_t read_count(kreader *rd, int flexible) {
   int32_t n;
   if (flexible) {
-    uint32_t u;
-    if (!kr_uvarint(rd, &u)) return -1;
-    n = (int32_t)u - 1;
+    if (!compact_len(rd, &n)) return -1;
   } else {
     n = kr_int32(rd);
   }
@@ -104,16 +115,16 @@ static int32_t read_count(kreader *rd, int flexible) {
 
 static const unsigned char *read_bytes_field(kreader *rd, int flexible, size_t *len) {
   int32_t n;
+  *len = 0;
   if (flexible) {
-    uint32_t u;
-    if (!kr_uvarint(rd, &u)) return NULL;
-    n = (int32_t)u - 1;
+    if (!compact_len(rd, &n)) return NULL;
   } else {
     n = kr_int32(rd);
   }
-  *len = n > 0 ? (size_t)n : 0;
-  if (n < 0) return NULL;
-  return kr_bytes(rd, n);
+  const unsigned char *b;
+  if (n < 0 || (b = kr_bytes(rd, n)) == NULL) return NULL;
+  *len = (size_t)n;
+  return b;
 }
 
 int wire_parse_request(const unsigned char *frame, size_t len, wire_request *out) {
