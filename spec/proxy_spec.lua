@@ -287,6 +287,34 @@ describe("kalua proxy", function()
     p:close()
   end)
 
+  it("refuses connections beyond max_connections and closes idle ones", function()
+    local p = assert(proxy.start { upstream = { bootstrap_servers = rig.env("KAFKA_PLAINTEXT") },
+      listeners = { { upstream = rig.env("KAFKA_PLAINTEXT"), listen = "127.0.0.1:0" } },
+      max_connections = 2, idle_timeout_ms = 1500 })
+    local host, port = p:listeners()[1].listen:match("^(.*):(%d+)$")
+    local holders = {}
+    for i = 1, 3 do -- raw TCP connections that say nothing
+      holders[i] = proc.spawn({ "bash", "-c", ("exec 3<>/dev/tcp/%s/%s; sleep 20"):format(host, port) })
+    end
+    local function until_(pred)
+      local s
+      for _ = 1, 200 do
+        s = p:stats()
+        if pred(s) then return s end
+        clock.sleep(0.05)
+      end
+      error("proxy stats never got there: accepted " .. s.accepted .. ", refused " .. s.refused .. ", active "
+        .. s.active .. ", idle closed " .. s.idle_closed)
+    end
+    local s = until_(function(st) return st.accepted + st.refused >= 3 end)
+    assert.are.equal(2, s.accepted)
+    assert.are.equal(1, s.refused)
+    s = until_(function(st) return st.idle_closed >= 2 and st.active == 0 end)
+    assert.are.equal(2, s.idle_closed)
+    for _, h in ipairs(holders) do h:cleanup() end
+    p:close()
+  end)
+
   it("serves /metrics with connections, requests by API and bytes", function()
     local h = start_proxy({ "--bootstrap-servers", rig.env("KAFKA_PLAINTEXT"), "--metrics-addr", "127.0.0.1:0",
       "--log-format", "json" })
