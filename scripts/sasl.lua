@@ -12,24 +12,6 @@
 -- @connection-flags
 local cli = require "kalua.cli"
 
--- Names of the API keys a broker usually lists (Kafka protocol guide).
-local API_NAMES = {
-  [0] = "Produce", "Fetch", "ListOffsets", "Metadata", "LeaderAndIsr", "StopReplica", "UpdateMetadata",
-  "ControlledShutdown", "OffsetCommit", "OffsetFetch", "FindCoordinator", "JoinGroup", "Heartbeat", "LeaveGroup",
-  "SyncGroup", "DescribeGroups", "ListGroups", "SaslHandshake", "ApiVersions", "CreateTopics", "DeleteTopics",
-  "DeleteRecords", "InitProducerId", "OffsetForLeaderEpoch", "AddPartitionsToTxn", "AddOffsetsToTxn", "EndTxn",
-  "WriteTxnMarkers", "TxnOffsetCommit", "DescribeAcls", "CreateAcls", "DeleteAcls", "DescribeConfigs",
-  "AlterConfigs", "AlterReplicaLogDirs", "DescribeLogDirs", "SaslAuthenticate", "CreatePartitions",
-  "CreateDelegationToken", "RenewDelegationToken", "ExpireDelegationToken", "DescribeDelegationToken",
-  "DeleteGroups", "ElectLeaders", "IncrementalAlterConfigs", "AlterPartitionReassignments",
-  "ListPartitionReassignments", "OffsetDelete", "DescribeClientQuotas", "AlterClientQuotas",
-  "DescribeUserScramCredentials", "AlterUserScramCredentials",
-  [55] = "DescribeQuorum", [57] = "UpdateFeatures", [60] = "DescribeCluster", [61] = "DescribeProducers",
-  [64] = "UnregisterBroker", [65] = "DescribeTransactions", [66] = "ListTransactions",
-  [68] = "ConsumerGroupHeartbeat", [69] = "ConsumerGroupDescribe", [74] = "GetTelemetrySubscriptions",
-  [75] = "PushTelemetry", [80] = "AddRaftVoter", [81] = "RemoveRaftVoter",
-}
-
 local flags = cli.flags(cli.connection_flags, {
   { name = "timeout-ms", key = "timeout_ms", arg = true, help = "give up after this long (default 30000)" },
   { name = "json", key = "json", help = "print the result as one JSON object" },
@@ -55,13 +37,19 @@ local function mechanisms()
   end
 end
 
+-- "Metadata", or "key 99" for one kalua does not know.
+local function api_name(key)
+  local name = require("kalua.kafka").wire.api_key_name(key)
+  return name ~= "UnknownApi" and name or ("key " .. key)
+end
+
 local function print_result(r)
   print(("broker          %s%s"):format(r.broker, r.tls and " (TLS)" or ""))
   if r.connect_ms then print(("connected in    %d ms"):format(r.connect_ms)) end
   if r.api_versions then
     local parts = {}
     for _, v in ipairs(r.api_versions) do
-      parts[#parts + 1] = ("%s %d-%d"):format(API_NAMES[v.key] or ("key " .. v.key), v.min, v.max)
+      parts[#parts + 1] = ("%s %d-%d"):format(api_name(v.key), v.min, v.max)
     end
     print(("api versions    %d APIs: %s"):format(#r.api_versions, table.concat(parts, ", ")))
   end

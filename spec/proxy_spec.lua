@@ -115,7 +115,7 @@ describe("kalua proxy", function()
     it("lets kcat and Kafka's Java console clients, with no SASL, produce and consume", function()
       local topic = rig.topic("proxy-gssapi")
       assert(cluster_admin:create_topics { { name = topic, partitions = 6, replication_factor = 3 } })
-      wait_leaders(h.first, topic, 6)
+      for broker in c.plaintext:gmatch("[^,]+") do wait_leaders(broker, topic, 6) end -- every broker knows it
       local sent = records(200, "kcat")
       jc.kcat_produce(h.first, topic, sent)
       local java = records(50, "java")
@@ -134,7 +134,7 @@ describe("kalua proxy", function()
       local topic = rig.topic("proxy-group")
       local group = rig.topic("proxy-group-g")
       assert(cluster_admin:create_topics { { name = topic, partitions = 2, replication_factor = 3 } })
-      wait_leaders(h.first, topic, 2)
+      for broker in c.plaintext:gmatch("[^,]+") do wait_leaders(broker, topic, 2) end
       local a = jc.start_consumer(h.first, topic, { group = group, from_beginning = true })
       local ok, err = pcall(function()
         a:wait_assignment(function(parts) return #parts == 2 end)
@@ -228,6 +228,18 @@ describe("kalua proxy", function()
       assert.are.equal(0, out.code, out.stderr)
       assert.are.equal("from bob\n", out.stdout)
       assert.is_true(p:stats().upstream.authentications >= 1, "alice's go as the default identity")
+    end)
+
+    it("lets Kafka's Java console clients in with SASL PLAIN to the proxy only", function()
+      local topic = rig.topic("proxy-local-java")
+      assert(admin:create_topics { { name = topic, partitions = 1, replication_factor = 1 } })
+      local props = { ["security.protocol"] = "SASL_PLAINTEXT", ["sasl.mechanism"] = "PLAIN",
+        ["sasl.jaas.config"] = 'org.apache.kafka.common.security.plain.PlainLoginModule required '
+          .. 'username="alice" password="alice-local";' }
+      local listen = p:listeners()[1].listen
+      jc.produce(listen, topic, { "one", "two" }, { properties = props })
+      local got = jc.consume(listen, topic, { from_beginning = true, max_messages = 2, properties = props })
+      assert.are.same({ "one", "two" }, got)
     end)
 
     it("rejects a wrong password with an authentication error", function()

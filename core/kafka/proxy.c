@@ -457,8 +457,8 @@ static int learn_versions(proxy_conn *cn) {
   }
   free(resp);
   if (!ok) return 0;
-  for (i = 0; i < count; i++) { /* never a version the rewriter cannot read */
-    int16_t max = wire_rewrite_max_version(ranges[i].key);
+  for (i = 0; i < count; i++) { /* never a version the rewriter cannot read, nor an ApiVersions we cannot write */
+    int16_t max = ranges[i].key == API_API_VERSIONS ? WIRE_API_VERSIONS_MAX : wire_rewrite_max_version(ranges[i].key);
     if (max >= 0 && ranges[i].max > max) ranges[i].max = max;
   }
   pthread_mutex_lock(&p->lock);
@@ -516,7 +516,7 @@ static int answer_api_versions(proxy_conn *cn, const wire_request *h, int64_t de
   if (!learn_versions(cn)) return 0;
   pthread_mutex_lock(&p->lock);
   /* KIP-511: a version we cannot write gets v0 and UNSUPPORTED_VERSION */
-  ok = h->api_version > 3 ? wire_api_versions_response(0, h->correlation, ERR_UNSUPPORTED_VERSION, p->versions,
+  ok = h->api_version > WIRE_API_VERSIONS_MAX ? wire_api_versions_response(0, h->correlation, ERR_UNSUPPORTED_VERSION, p->versions,
                                                        p->nversions, &out, &out_len)
                           : wire_api_versions_response(h->api_version, h->correlation, 0, p->versions, p->nversions,
                                                        &out, &out_len);

@@ -44,8 +44,15 @@ int16_t wire_rewrite_max_version(int16_t api_key); /* -1 for other keys */
 /* Everything but broker addresses is copied byte for byte. 0 with err. */
 int wire_rewrite_response(int16_t api_key, int16_t version, const unsigned char *frame, size_t len, wire_map_fn fn,
                           void *ud, unsigned char **out, size_t *out_len, char *err, size_t errlen);
-/* Lowers, in place, the max version of the rewritten keys in an
- * ApiVersions response (v0-3) to what wire_rewrite_response reads. */
+/* The highest version of api_key a client of the proxy may use, -1 for no
+ * limit: for the rewritten keys what wire_rewrite_response reads; Produce
+ * v9 and Fetch v15, because later versions may name brokers in their
+ * responses (NodeEndpoints, KIP-951), which would send clients around the
+ * proxy. Answer ApiVersions with ranges capped by this. */
+int16_t wire_client_max_version(int16_t api_key);
+/* Lowers, in place, each max version in an ApiVersions response (v0-4; an
+ * UNSUPPORTED_VERSION answer is read in the v0 layout, as KIP-511 sends
+ * it) to wire_client_max_version. 0 if malformed. */
 int wire_clamp_api_versions(int16_t version, unsigned char *frame, size_t len);
 
 typedef struct {
@@ -53,7 +60,8 @@ typedef struct {
 } wire_api_range;
 int wire_parse_api_versions(int16_t version, const unsigned char *frame, size_t len, wire_api_range **out,
                             size_t *count);
-/* KIP-511: a client that asked for a version above 3 gets v0 with
+#define WIRE_API_VERSIONS_MAX 4 /* v4 answers as v3 does */
+/* KIP-511: a client that asked for a version above WIRE_API_VERSIONS_MAX gets v0 with
  * UNSUPPORTED_VERSION and the list, and asks again lower. */
 int wire_api_versions_response(int16_t version, int32_t correlation, int16_t error_code, const wire_api_range *ranges,
                                size_t count, unsigned char **out, size_t *out_len);
@@ -68,14 +76,23 @@ int wire_sasl_authenticate_bytes(const wire_request *h, const unsigned char *fra
 int wire_sasl_authenticate_response(int16_t version, int32_t correlation, int16_t error_code,
                                     const char *error_message, const unsigned char *bytes, size_t n,
                                     int64_t session_lifetime_ms, unsigned char **out, size_t *out_len);
-/* RFC 4616: [authzid] NUL authcid NUL passwd, pointing into msg. */
+/* RFC 4616: [authzid] NUL authcid NUL passwd, pointing into msg; 0
+ * unless authcid and passwd are non-empty. */
 int wire_sasl_plain(const unsigned char *msg, size_t n, const char **authzid, size_t *authzid_len, const char **user,
                     size_t *user_len, const char **pass, size_t *pass_len);
 
-/* Forbidden requests: Produce (v3-11), CreateTopics (v2-7), DeleteTopics
- * (v0-6), DeleteRecords (v0-2), DeleteGroups (v0-2) are answered with
- * TOPIC_ (or GROUP_) AUTHORIZATION_FAILED for every entity they name,
- * echoed. Produce with acks=0 gets no answer: 1 with *out NULL. */
+/* Forbidden requests, answered by the proxy with an authorization error
+ * for every entity they name (echoed by name), message "forbidden by kalua
+ * proxy" where the version has one, throttle 0:
+ *   TOPIC_AUTHORIZATION_FAILED (29): Produce v0-11, CreateTopics v0-7,
+ *     DeleteTopics v0-6 (v6: names or ids, echoed), DeleteRecords v0-2,
+ *     CreatePartitions v0-3, and topic resources of AlterConfigs v0-2 and
+ *     IncrementalAlterConfigs v0-1;
+ *   GROUP_AUTHORIZATION_FAILED (30): DeleteGroups v0-2, group resources;
+ *   CLUSTER_AUTHORIZATION_FAILED (31): CreateAcls v0-3, DeleteAcls v0-3,
+ *     other config resources (brokers...), AlterPartitionReassignments v0.
+ * Produce with acks=0 gets no answer: 1 with *out NULL. 0 with err for
+ * other keys or versions, or a malformed request. */
 int wire_can_refuse(int16_t api_key);
 int wire_refusal(const unsigned char *req, size_t len, unsigned char **out, size_t *out_len, char *err,
                  size_t errlen);
