@@ -67,6 +67,7 @@ typedef struct {
   int pipe[2]; /* splice: socket to pipe to socket, no copy through user space */
   size_t piped;
   int no_splice;
+  int src_ready; /* poll said the source has something (or we have not asked yet) */
 } pdir;
 
 struct proxy_conn {
@@ -854,10 +855,12 @@ static int splice_step(proxy_conn *cn, pdir *d) {
       d->state = F_HEAD;
       return STEP_IN + 100; /* back to the copying path */
     }
+    if (!d->src_ready) return STEP_IN;
     k = splice(src, NULL, d->pipe[1], NULL, d->left < SPLICE_PIPE ? d->left : SPLICE_PIPE,
                SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
       d->src_want = POLLIN;
+      d->src_ready = 0;
       return STEP_IN;
     }
     if (k <= 0) return STEP_DONE;
@@ -888,9 +891,14 @@ static int step(proxy_conn *cn, pdir *d, int may_start) {
     }
     if (!may_start && d->state == F_HEAD && d->head_len == 0) return STEP_HELD;
     d->in_off = d->in_len = 0;
+    if (!d->src_ready && !(d->up ? cn->ssl && SSL_pending(cn->ssl) > 0 : relay_link_pending(cn->link)))
+      return STEP_IN; /* no read that poll already said would wait */
     k = d->up ? client_io(cn, 0, d->in, PROXY_BUF, &d->src_want)
               : relay_link_io(cn->link, 0, d->in, PROXY_BUF, &d->src_want, err);
-    if (k == -1) return STEP_IN;
+    if (k == -1) {
+      d->src_ready = 0;
+      return STEP_IN;
+    }
     if (k <= 0) return STEP_DONE;
     atomic_fetch_add_explicit(d->up ? &cn->p->bytes_in : &cn->p->bytes_out, k, memory_order_relaxed);
     cn->last_active = relay_now_ms();
@@ -921,6 +929,7 @@ static void pump(proxy_conn *cn) {
   memset(&down, 0, sizeof down);
   up.up = 1;
   up.pipe[0] = up.pipe[1] = down.pipe[0] = down.pipe[1] = -1;
+  up.src_ready = down.src_ready = 1;
   up.in = malloc(PROXY_BUF);
   down.in = malloc(PROXY_BUF);
   cn->last_active = relay_now_ms();
@@ -957,6 +966,8 @@ static void pump(proxy_conn *cn) {
     n = poll(pf, 3, pump_timeout(cn, rs == STEP_HELD));
     if (n < 0 && errno != EINTR) break;
     if (pf[0].revents) break;
+    if (pf[1].revents) up.src_ready = 1; /* also what TLS waits for: a read may want POLLOUT */
+    if (pf[2].revents) down.src_ready = 1;
     if ((pf[1].revents | pf[2].revents) & (POLLHUP | POLLERR | POLLNVAL) && !(pf[1].revents & POLLIN) &&
         !(pf[2].revents & POLLIN))
       break;
