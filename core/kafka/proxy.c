@@ -458,8 +458,9 @@ static int learn_versions(proxy_conn *cn) {
   }
   free(resp);
   if (!ok) return 0;
-  for (i = 0; i < count; i++) { /* never a version the rewriter cannot read, nor an ApiVersions we cannot write */
-    int16_t max = ranges[i].key == API_API_VERSIONS ? WIRE_API_VERSIONS_MAX : wire_rewrite_max_version(ranges[i].key);
+  /* never a version whose responses name brokers the proxy does not rewrite, nor an ApiVersions it cannot write */
+  for (i = 0; i < count; i++) {
+    int16_t max = ranges[i].key == API_API_VERSIONS ? WIRE_API_VERSIONS_MAX : wire_client_max_version(ranges[i].key);
     if (max >= 0 && ranges[i].max > max) ranges[i].max = max;
   }
   pthread_mutex_lock(&p->lock);

@@ -49,11 +49,13 @@ int wire_api_key_parse(const char *name) {
 }
 
 /* The first flexible version of each request (-1: never), for the
- * header's tagged fields; from 55 on every API is flexible from v0. */
+ * header's tagged fields; from 55 on every API is flexible from v0.
+ * Responses become flexible at the same version as their requests (checked
+ * against every *Request.json and *Response.json of Kafka 3.9). */
 static int first_flexible(int16_t key) {
   static const signed char v[] = {
     9, 12, 6, 9, 4, 2, 6, 3, 8, 6, 3, 6, 4, 4, 4, 5, 3, -1, 3, 5, 4, 2, 2, 4, 3, 3, 3, 1, 3, 2, 2, 2, 4, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 1, 0, 0, -1, 1, 1, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 1, 0, 0, -1, 1, 1, 0, 0, 0, 1, 1,
   };
   if (key < 0) return -1;
   return key < (int16_t)sizeof v ? v[key] : 0;
@@ -63,6 +65,14 @@ int wire_response_flexible(int16_t api_key, int16_t version) {
   int f = first_flexible(api_key);
   return api_key != 18 && f >= 0 && version >= f; /* ApiVersions answers with header v0 always */
 }
+
+/* Kafka error codes the proxy answers with. */
+enum {
+  TOPIC_AUTHORIZATION_FAILED = 29,
+  GROUP_AUTHORIZATION_FAILED = 30,
+  CLUSTER_AUTHORIZATION_FAILED = 31,
+  UNSUPPORTED_VERSION = 35,
+};
 
 /* --- reading ------------------------------------------------------------------------- */
 
@@ -383,20 +393,36 @@ int wire_rewrite_response(int16_t api_key, int16_t version, const unsigned char 
   return 1;
 }
 
+int16_t wire_client_max_version(int16_t api_key) {
+  switch (api_key) {
+  case 0: return 9;  /* Produce v10+ may name brokers (NodeEndpoints, KIP-951) */
+  case 1: return 15; /* Fetch v16+ likewise */
+  default: return wire_rewrite_max_version(api_key);
+  }
+}
+
+/* An ApiVersions response up to its list: correlation id and error code.
+ * A broker that does not know the version asked answers UNSUPPORTED_VERSION
+ * in the v0 layout whatever the version (KIP-511), as Kafka's own clients
+ * expect: read it that way. Returns whether the list is flexible. */
+static int api_versions_head(kreader *rd, int16_t version, int16_t *error_code) {
+  kr_int32(rd);
+  *error_code = kr_int16(rd);
+  return version >= 3 && *error_code != UNSUPPORTED_VERSION;
+}
+
 int wire_clamp_api_versions(int16_t version, unsigned char *frame, size_t len) {
   kreader rd = {frame, len, 0};
-  int fl = version >= 3;
+  int16_t code;
+  int fl = api_versions_head(&rd, version, &code);
   int32_t i, n;
-  kr_int32(&rd);
-  kr_int16(&rd);
   n = read_count(&rd, fl);
   for (i = 0; i < n && !rd.bad; i++) {
-    int16_t key = kr_int16(&rd), max;
+    int16_t key = kr_int16(&rd), max, limit = wire_client_max_version(key);
     kr_int16(&rd);
     max = kr_int16(&rd);
     if (rd.bad) break;
-    if (wire_rewrite_max_version(key) >= 0 && max > wire_rewrite_max_version(key))
-      frames_put16((unsigned char *)rd.p - 2, (uint16_t)wire_rewrite_max_version(key));
+    if (limit >= 0 && max > limit) frames_put16((unsigned char *)rd.p - 2, (uint16_t)limit);
     if (fl) skip_tags(&rd);
   }
   return !rd.bad;
@@ -407,11 +433,11 @@ int wire_clamp_api_versions(int16_t version, unsigned char *frame, size_t len) {
 int wire_parse_api_versions(int16_t version, const unsigned char *frame, size_t len, wire_api_range **out,
                             size_t *count) {
   kreader rd = {frame, len, 0};
-  int fl = version >= 3;
+  int16_t code;
+  int fl = api_versions_head(&rd, version, &code);
   int32_t i, n;
   wire_api_range *r;
-  kr_int32(&rd);
-  if (kr_int16(&rd) != 0) return 0;
+  if (rd.bad || code != 0) return 0;
   n = read_count(&rd, fl);
   if (n < 0 || (r = calloc((size_t)n + 1, sizeof *r)) == NULL) return 0;
   for (i = 0; i < n && !rd.bad; i++) {
@@ -506,23 +532,33 @@ int wire_sasl_plain(const unsigned char *msg, size_t n, const char **authzid, si
   *user_len = (size_t)(nul2 - nul1 - 1);
   *pass = (const char *)nul2 + 1;
   *pass_len = n - (size_t)(nul2 + 1 - msg);
-  return *user_len > 0;
+  return *user_len > 0 && *pass_len > 0; /* RFC 4616: authcid and passwd are 1*SAFE */
 }
 
 /* --- refusals: forbidden requests answered with authorization errors ------------------------- */
 
-enum { TOPIC_AUTHORIZATION_FAILED = 29, GROUP_AUTHORIZATION_FAILED = 30 };
+/* Each refuse_* reads the request body at rd (field order from Kafka's
+ * <Api>Request.json) and writes the response body to w (<Api>Response.json):
+ * one result per entity the request names, echoing the name, with the error
+ * Kafka's own authorizer would give. Reading stops at the first bad byte;
+ * the caller then drops w. */
+
 #define REFUSED "forbidden by kalua proxy"
 
-int wire_can_refuse(int16_t api_key) {
-  return api_key == 0 || api_key == 19 || api_key == 20 || api_key == 21 || api_key == 42;
+static void put_refused(wbuf *w, int flexible) {
+  put_str(w, flexible, REFUSED, sizeof REFUSED - 1);
 }
 
-/* Produce v3-11: every partition of every topic refused. acks=0: no answer. */
+static void skip_int32_array(kreader *rd, int flexible) {
+  int32_t n = read_count(rd, flexible);
+  if (n > 0) kr_take(rd, (size_t)n * 4);
+}
+
+/* Produce v0-11: every partition of every topic refused. acks=0: no answer. */
 static void refuse_produce(kreader *rd, wbuf *w, int16_t v, int *silent) {
   int fl = v >= 9;
   int32_t t, nt, p, np;
-  skip_str(rd, fl); /* transactional id */
+  if (v >= 3) skip_str(rd, fl); /* transactional id */
   *silent = kr_int16(rd) == 0;
   kr_int32(rd);
   nt = read_count(rd, fl);
@@ -539,39 +575,38 @@ static void refuse_produce(kreader *rd, wbuf *w, int16_t v, int *silent) {
       read_bytes_field(rd, fl, &rlen); /* the records, dropped */
       if (fl) skip_tags(rd);
       put16(w, TOPIC_AUTHORIZATION_FAILED);
-      put64(w, -1); /* base offset */
-      put64(w, -1); /* log append time */
-      if (v >= 5) put64(w, -1);
+      put64(w, -1);               /* base offset */
+      if (v >= 2) put64(w, -1);   /* log append time */
+      if (v >= 5) put64(w, -1);   /* log start offset */
       if (v >= 8) {
         put_count(w, fl, 0); /* record errors */
-        put_str(w, fl, REFUSED, sizeof REFUSED - 1);
+        put_refused(w, fl);
       }
       put_tags(w, fl);
     }
     if (fl) skip_tags(rd);
     put_tags(w, fl);
   }
-  put32(w, 0); /* throttle */
+  if (v >= 1) put32(w, 0); /* throttle */
   put_tags(w, fl);
 }
 
-/* CreateTopics v2-7. */
+/* CreateTopics v0-7. */
 static void refuse_create_topics(kreader *rd, wbuf *w, int16_t v) {
   int fl = v >= 5;
-  int32_t t, nt, i, n, j, m;
-  put32(w, 0);
+  int32_t t, nt, i, n;
+  if (v >= 2) put32(w, 0);
   nt = read_count(rd, fl);
   put_count(w, fl, nt < 0 ? 0 : nt);
   for (t = 0; t < nt && !rd->bad; t++) {
     size_t len;
     const char *name = read_str(rd, fl, &len);
-    kr_int32(rd);
-    kr_int16(rd);
+    kr_int32(rd); /* partitions */
+    kr_int16(rd); /* replication factor */
     n = read_count(rd, fl); /* assignments */
     for (i = 0; i < n && !rd->bad; i++) {
       kr_int32(rd);
-      m = read_count(rd, fl);
-      for (j = 0; j < m && !rd->bad; j++) kr_int32(rd);
+      skip_int32_array(rd, fl);
       if (fl) skip_tags(rd);
     }
     n = read_count(rd, fl); /* configs */
@@ -584,13 +619,13 @@ static void refuse_create_topics(kreader *rd, wbuf *w, int16_t v) {
     put_str(w, fl, name ? name : "", len);
     if (v >= 7) {
       static const unsigned char zero[16];
-      put(w, zero, 16);
+      put(w, zero, 16); /* topic id: none */
     }
     put16(w, TOPIC_AUTHORIZATION_FAILED);
-    if (v >= 1) put_str(w, fl, REFUSED, sizeof REFUSED - 1);
+    if (v >= 1) put_refused(w, fl);
     if (v >= 5) {
-      put32(w, -1);
-      put16(w, -1);
+      put32(w, -1);      /* partitions */
+      put16(w, -1);      /* replication factor */
       put_uvarint(w, 0); /* configs: null */
     }
     put_tags(w, fl);
@@ -619,7 +654,7 @@ static void refuse_delete_topics(kreader *rd, wbuf *w, int16_t v) {
       put(w, id ? id : zero, 16);
     }
     put16(w, TOPIC_AUTHORIZATION_FAILED);
-    if (v >= 5) put_str(w, fl, REFUSED, sizeof REFUSED - 1);
+    if (v >= 5) put_refused(w, fl);
     put_tags(w, fl);
   }
   put_tags(w, fl);
@@ -642,11 +677,119 @@ static void refuse_delete_records(kreader *rd, wbuf *w, int16_t v) {
       put32(w, kr_int32(rd));
       kr_int64(rd);
       if (fl) skip_tags(rd);
-      put64(w, -1);
+      put64(w, -1); /* low watermark */
       put16(w, TOPIC_AUTHORIZATION_FAILED);
       put_tags(w, fl);
     }
     if (fl) skip_tags(rd);
+    put_tags(w, fl);
+  }
+  put_tags(w, fl);
+}
+
+/* CreateAcls v0-3: one result per ACL to create (results carry no name). */
+static void refuse_create_acls(kreader *rd, wbuf *w, int16_t v) {
+  int fl = v >= 2;
+  int32_t i, n;
+  put32(w, 0);
+  n = read_count(rd, fl);
+  put_count(w, fl, n < 0 ? 0 : n);
+  for (i = 0; i < n && !rd->bad; i++) {
+    kr_take(rd, 1);              /* resource type */
+    skip_str(rd, fl);            /* resource name */
+    if (v >= 1) kr_take(rd, 1);  /* pattern type */
+    skip_str(rd, fl);            /* principal */
+    skip_str(rd, fl);            /* host */
+    kr_take(rd, 2);              /* operation, permission type */
+    if (fl) skip_tags(rd);
+    put16(w, CLUSTER_AUTHORIZATION_FAILED);
+    put_refused(w, fl);
+    put_tags(w, fl);
+  }
+  put_tags(w, fl);
+}
+
+/* DeleteAcls v0-3: one result per filter, matching no ACL. */
+static void refuse_delete_acls(kreader *rd, wbuf *w, int16_t v) {
+  int fl = v >= 2;
+  int32_t i, n;
+  put32(w, 0);
+  n = read_count(rd, fl);
+  put_count(w, fl, n < 0 ? 0 : n);
+  for (i = 0; i < n && !rd->bad; i++) {
+    kr_take(rd, 1);
+    skip_str(rd, fl);
+    if (v >= 1) kr_take(rd, 1);
+    skip_str(rd, fl);
+    skip_str(rd, fl);
+    kr_take(rd, 2);
+    if (fl) skip_tags(rd);
+    put16(w, CLUSTER_AUTHORIZATION_FAILED);
+    put_refused(w, fl);
+    put_count(w, fl, 0); /* matching ACLs */
+    put_tags(w, fl);
+  }
+  put_tags(w, fl);
+}
+
+/* A config resource's error: a topic's, a group's, or else the cluster's
+ * (brokers, broker loggers, client metrics). ConfigResource.Type codes. */
+static int16_t config_resource_error(int type) {
+  switch (type) {
+  case 2: return TOPIC_AUTHORIZATION_FAILED;
+  case 32: return GROUP_AUTHORIZATION_FAILED;
+  default: return CLUSTER_AUTHORIZATION_FAILED;
+  }
+}
+
+/* AlterConfigs v0-2 and IncrementalAlterConfigs v0-1 (whose configs also
+ * carry an operation): one result per resource, echoing type and name. */
+static void refuse_alter_configs(kreader *rd, wbuf *w, int fl, int incremental) {
+  int32_t r, nr, i, n;
+  put32(w, 0);
+  nr = read_count(rd, fl);
+  put_count(w, fl, nr < 0 ? 0 : nr);
+  for (r = 0; r < nr && !rd->bad; r++) {
+    const unsigned char *type = kr_take(rd, 1);
+    size_t len;
+    const char *name = read_str(rd, fl, &len);
+    n = read_count(rd, fl);
+    for (i = 0; i < n && !rd->bad; i++) {
+      skip_str(rd, fl);
+      if (incremental) kr_take(rd, 1);
+      skip_str(rd, fl);
+      if (fl) skip_tags(rd);
+    }
+    if (fl) skip_tags(rd);
+    put16(w, config_resource_error(type ? (signed char)*type : 0));
+    put_refused(w, fl);
+    put(w, type ? type : (const unsigned char *)"", 1);
+    put_str(w, fl, name ? name : "", len);
+    put_tags(w, fl);
+  }
+  put_tags(w, fl);
+}
+
+/* CreatePartitions v0-3. */
+static void refuse_create_partitions(kreader *rd, wbuf *w, int16_t v) {
+  int fl = v >= 2;
+  int32_t t, nt, i, n;
+  put32(w, 0);
+  nt = read_count(rd, fl);
+  put_count(w, fl, nt < 0 ? 0 : nt);
+  for (t = 0; t < nt && !rd->bad; t++) {
+    size_t len;
+    const char *name = read_str(rd, fl, &len);
+    kr_int32(rd);          /* count */
+    n = read_count(rd, fl); /* assignments, nullable */
+    for (i = 0; i < n && !rd->bad; i++) {
+      skip_int32_array(rd, fl);
+      if (fl) skip_tags(rd);
+    }
+    if (fl) skip_tags(rd);
+    put_str(w, fl, name ? name : "", len);
+    put16(w, TOPIC_AUTHORIZATION_FAILED);
+    put_refused(w, fl);
     put_tags(w, fl);
   }
   put_tags(w, fl);
@@ -669,31 +812,92 @@ static void refuse_delete_groups(kreader *rd, wbuf *w, int16_t v) {
   put_tags(w, fl);
 }
 
+/* AlterPartitionReassignments v0 (flexible): a cluster operation, refused
+ * at the top and for every partition, as Kafka's getErrorResponse does. */
+static void refuse_alter_reassignments(kreader *rd, wbuf *w) {
+  int32_t t, nt, p, np;
+  kr_int32(rd); /* timeout */
+  put32(w, 0);
+  put16(w, CLUSTER_AUTHORIZATION_FAILED);
+  put_refused(w, 1);
+  nt = read_count(rd, 1);
+  put_count(w, 1, nt < 0 ? 0 : nt);
+  for (t = 0; t < nt && !rd->bad; t++) {
+    size_t len;
+    const char *name = read_str(rd, 1, &len);
+    put_str(w, 1, name ? name : "", len);
+    np = read_count(rd, 1);
+    put_count(w, 1, np < 0 ? 0 : np);
+    for (p = 0; p < np && !rd->bad; p++) {
+      put32(w, kr_int32(rd));
+      skip_int32_array(rd, 1); /* replicas, nullable */
+      skip_tags(rd);
+      put16(w, CLUSTER_AUTHORIZATION_FAILED);
+      put_refused(w, 1);
+      put_tags(w, 1);
+    }
+    skip_tags(rd);
+    put_tags(w, 1);
+  }
+  put_tags(w, 1);
+}
+
+/* The versions refused for each key (min > max: none). */
+static void refusal_versions(int16_t key, int16_t *min, int16_t *max) {
+  *min = 0;
+  switch (key) {
+  case 0: *max = 11; break;
+  case 19: *max = 7; break;
+  case 20: *max = 6; break;
+  case 21: *max = 2; break;
+  case 30: *max = 3; break;
+  case 31: *max = 3; break;
+  case 33: *max = 2; break;
+  case 37: *max = 3; break;
+  case 42: *max = 2; break;
+  case 44: *max = 1; break;
+  case 45: *max = 0; break;
+  default: *min = 1, *max = 0; break;
+  }
+}
+
+int wire_can_refuse(int16_t api_key) {
+  int16_t min, max;
+  refusal_versions(api_key, &min, &max);
+  return min <= max;
+}
+
 int wire_refusal(const unsigned char *req, size_t len, unsigned char **out, size_t *out_len, char *err,
                  size_t errlen) {
-  static const int16_t max[] = {[0] = 11, [19] = 7, [20] = 6, [21] = 2, [42] = 2};
-  static const int16_t min[] = {[0] = 3, [19] = 2, [20] = 0, [21] = 0, [42] = 0};
   wire_request h;
   kreader rd;
   wbuf w = {0};
+  int16_t min, max, v;
   int silent = 0;
   *out = NULL;
   *out_len = 0;
   if (!wire_parse_request(req, len, &h)) return fail(err, errlen, "malformed request");
-  if (!wire_can_refuse(h.api_key) || h.api_version < min[h.api_key] || h.api_version > max[h.api_key])
-    return fail(err, errlen, "no refusal for %s v%d", wire_api_key_name(h.api_key), (int)h.api_version);
+  refusal_versions(h.api_key, &min, &max);
+  v = h.api_version;
+  if (v < min || v > max) return fail(err, errlen, "no refusal for %s v%d", wire_api_key_name(h.api_key), (int)v);
   rd = (kreader){req + h.body_off, len - h.body_off, 0};
-  begin(&w, h.correlation, wire_response_flexible(h.api_key, h.api_version));
+  begin(&w, h.correlation, wire_response_flexible(h.api_key, v));
   switch (h.api_key) {
-  case 0: refuse_produce(&rd, &w, h.api_version, &silent); break;
-  case 19: refuse_create_topics(&rd, &w, h.api_version); break;
-  case 20: refuse_delete_topics(&rd, &w, h.api_version); break;
-  case 21: refuse_delete_records(&rd, &w, h.api_version); break;
-  default: refuse_delete_groups(&rd, &w, h.api_version); break;
+  case 0: refuse_produce(&rd, &w, v, &silent); break;
+  case 19: refuse_create_topics(&rd, &w, v); break;
+  case 20: refuse_delete_topics(&rd, &w, v); break;
+  case 21: refuse_delete_records(&rd, &w, v); break;
+  case 30: refuse_create_acls(&rd, &w, v); break;
+  case 31: refuse_delete_acls(&rd, &w, v); break;
+  case 33: refuse_alter_configs(&rd, &w, v >= 2, 0); break;
+  case 37: refuse_create_partitions(&rd, &w, v); break;
+  case 42: refuse_delete_groups(&rd, &w, v); break;
+  case 44: refuse_alter_configs(&rd, &w, v >= 1, 1); break;
+  default: refuse_alter_reassignments(&rd, &w); break;
   }
   if (rd.bad) {
     free(w.p);
-    return fail(err, errlen, "malformed %s v%d request", wire_api_key_name(h.api_key), (int)h.api_version);
+    return fail(err, errlen, "malformed %s v%d request", wire_api_key_name(h.api_key), (int)v);
   }
   if (silent) { /* Produce with acks=0 gets no response */
     free(w.p);

@@ -193,6 +193,81 @@ static int l_sasl_plain(lua_State *L) {
   return 3;
 }
 
+/* wire.sasl_handshake_mechanism(request frame) -> mechanism | nil, err */
+static int l_sasl_handshake_mechanism(lua_State *L) {
+  size_t len, n;
+  const unsigned char *frame = check_bytes(L, 1, &len);
+  const char *mech;
+  wire_request h;
+  luaL_argcheck(L, len >= 4, 1, "a frame with its size");
+  if (!wire_parse_request(frame + 4, len - 4, &h) || h.api_key != 17 ||
+      !wire_sasl_handshake_mechanism(&h, frame + 4, len - 4, &mech, &n))
+    return push_fail(L, "malformed SaslHandshake request");
+  lua_pushlstring(L, mech, n);
+  return 1;
+}
+
+/* wire.sasl_handshake_response(correlation, error_code, {mechanism, ...}) -> frame */
+static int l_sasl_handshake_response(lua_State *L) {
+  int32_t correlation = (int32_t)luaL_checkinteger(L, 1);
+  int16_t code = (int16_t)luaL_checkinteger(L, 2);
+  const char **mechs;
+  size_t n, i, out_len;
+  unsigned char *out;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = (size_t)luaL_len(L, 3);
+  mechs = lua_newuserdatauv(L, (n + 1) * sizeof *mechs, 0);
+  for (i = 0; i < n; i++) {
+    lua_geti(L, 3, (lua_Integer)i + 1);
+    mechs[i] = luaL_checkstring(L, -1); /* stays alive: the table holds it */
+    lua_pop(L, 1);
+  }
+  mechs[n] = NULL;
+  if (!wire_sasl_handshake_response(correlation, code, mechs, &out, &out_len)) return luaL_error(L, "out of memory");
+  return push_frame(L, out, out_len);
+}
+
+/* wire.sasl_authenticate_bytes(request frame) -> auth bytes | nil, err */
+static int l_sasl_authenticate_bytes(lua_State *L) {
+  size_t len, n;
+  const unsigned char *frame = check_bytes(L, 1, &len), *bytes;
+  wire_request h;
+  luaL_argcheck(L, len >= 4, 1, "a frame with its size");
+  if (!wire_parse_request(frame + 4, len - 4, &h) || h.api_key != 36 ||
+      !wire_sasl_authenticate_bytes(&h, frame + 4, len - 4, &bytes, &n))
+    return push_fail(L, "malformed SaslAuthenticate request");
+  lua_pushlstring(L, (const char *)bytes, n);
+  return 1;
+}
+
+/* wire.sasl_authenticate_response(version, correlation, error_code, message|nil, bytes, lifetime_ms) -> frame */
+static int l_sasl_authenticate_response(lua_State *L) {
+  int16_t version = (int16_t)luaL_checkinteger(L, 1), code = (int16_t)luaL_checkinteger(L, 3);
+  int32_t correlation = (int32_t)luaL_checkinteger(L, 2);
+  const char *msg = luaL_optstring(L, 4, NULL);
+  size_t n, out_len;
+  const unsigned char *bytes = (const unsigned char *)luaL_optlstring(L, 5, "", &n);
+  int64_t lifetime = (int64_t)luaL_optinteger(L, 6, 0);
+  unsigned char *out;
+  if (!wire_sasl_authenticate_response(version, correlation, code, msg, bytes, n, lifetime, &out, &out_len))
+    return luaL_error(L, "out of memory");
+  return push_frame(L, out, out_len);
+}
+
+/* wire.client_max_version(api_key) -> highest version clients may use | nil */
+static int l_client_max_version(lua_State *L) {
+  int16_t v = wire_client_max_version((int16_t)luaL_checkinteger(L, 1));
+  if (v < 0) return push_fail(L, "no limit");
+  lua_pushinteger(L, v);
+  return 1;
+}
+
+/* wire.response_flexible(api_key, version) -> boolean (response header v1) */
+static int l_response_flexible(lua_State *L) {
+  lua_pushboolean(L, wire_response_flexible((int16_t)luaL_checkinteger(L, 1), (int16_t)luaL_checkinteger(L, 2)));
+  return 1;
+}
+
 static int l_api_key_name(lua_State *L) {
   lua_pushstring(L, wire_api_key_name((int16_t)luaL_checkinteger(L, 1)));
   return 1;
@@ -218,6 +293,12 @@ void wire_lua_open(lua_State *L) {
     {"parse_api_versions", l_parse_api_versions}, {"parse_request", l_parse_request},
     {"sasl_plain", l_sasl_plain},       {"api_key_name", l_api_key_name},
     {"api_key", l_api_key},             {"can_refuse", l_can_refuse},
+    {"sasl_handshake_mechanism", l_sasl_handshake_mechanism},
+    {"sasl_handshake_response", l_sasl_handshake_response},
+    {"sasl_authenticate_bytes", l_sasl_authenticate_bytes},
+    {"sasl_authenticate_response", l_sasl_authenticate_response},
+    {"client_max_version", l_client_max_version},
+    {"response_flexible", l_response_flexible},
     {NULL, NULL},
   };
   luaL_newlib(L, funcs);
