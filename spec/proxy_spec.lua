@@ -354,6 +354,29 @@ describe("kalua proxy", function()
     assert.are.equal(0, code, err)
   end)
 
+  it("answers /healthz 503 while it cannot authenticate to the brokers", function()
+    local h = start_proxy({ "--bootstrap-servers", rig.env("KAFKA_SASL_PLAINTEXT"), "--security-protocol",
+      "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", rig.env("KAFKA_SCRAM_USER"),
+      "--sasl-password-env", "P", "--no-check", "--metrics-addr", "127.0.0.1:0", "--log-format", "json" },
+      { P = "not-alices-password" })
+    local addr = h:stderr():match('"address":"([^"]+)"')
+    assert.truthy(addr, h:stderr())
+    local a <close> = assert(kafka.admin { bootstrap_servers = h.first })
+    local r
+    for _ = 1, 100 do
+      a:metadata { timeout_ms = 200 }
+      r = proc.run({ "curl", "-s", "-w", "\n%{http_code}", "http://" .. addr .. "/healthz" })
+      if r.stdout:find("503", 1, true) then break end
+    end
+    assert.matches("upstream: SASL authentication failed", r.stdout)
+    assert.matches("\n503$", r.stdout)
+    assert.is_nil(r.stdout:find("not-alices-password", 1, true))
+    local code, err = stop_proxy(h)
+    assert.are.equal(0, code, err)
+    assert.matches("SASL authentication failed", err)
+    assert.is_nil(err:find("not-alices-password", 1, true))
+  end)
+
   it("speaks TLS to clients and maps client certificates to users", function()
     local dir = proc.tmpdir()
     proc.write_file(dir .. "/proxy.yaml", ([[

@@ -469,6 +469,8 @@ void relay_push_stats(lua_State *L, kafka_relay *r) {
     lua_pushstring(L, r->last_error);
     lua_setfield(L, -2, "last_error");
   }
+  lua_pushboolean(L, r->failing); /* the last attempt failed and none has worked since */
+  lua_setfield(L, -2, "failing");
   lua_newtable(L); /* the live connections, each with its own counters */
   for (cn = r->conns; cn; cn = cn->next) {
     if (!cn->started || cn->done) continue;

@@ -47,7 +47,7 @@ void relay_destroy(kafka_relay *r);
 int relay_last_failure(kafka_relay *r, char *buf, size_t len, int *is_auth);
 /* Pushes {connections=, active=, authentications=, failures=, reauthentications=,
  * requests=, responses=, unmatched_responses=, session_lifetime_ms=, mechanism=,
- * mechanism_reason=, tls=, last_error=, per_connection={{broker=,
+ * mechanism_reason=, tls=, last_error=, failing=, per_connection={{broker=,
  * authentications=, reauthentications=, session_lifetime_ms=, age_ms=}, ...}}. unmatched_responses counts responses whose correlation id
  * was not the oldest request in flight (0 unless framing went wrong). */
 void relay_push_stats(lua_State *L, kafka_relay *r);

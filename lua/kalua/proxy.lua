@@ -193,6 +193,7 @@ function Feed:sync()
       "Seconds from forwarding a request to its response's first bytes, by API (divide by responses).",
       { api = name }, a.latency_seconds)
   end
+  local up = s.upstream or {}
   local auths, reauths, failures = 0, 0, 0
   for _, r in ipairs { s.upstream or {}, table.unpack(self:identity_stats(s)) } do
     auths, reauths = auths + (r.authentications or 0), reauths + (r.reauthentications or 0)
@@ -204,6 +205,12 @@ function Feed:sync()
     reauths)
   self:advance("kalua_sasl_authentication_failures_total", "SASL authentications kalua's auth relay failed.", nil,
     failures)
+  -- /healthz: unhealthy while kalua cannot connect or authenticate to the brokers
+  if up.failing then
+    self.reg:health(false, "upstream: " .. tostring(up.last_error))
+  else
+    self.reg:health(true)
+  end
   self.reg:gauge("kalua_proxy_connections_active", "Client connections open now."):set(s.active)
   self.reg:gauge("kalua_proxy_listeners", "Local listeners, one per broker."):set(#self.p:listeners())
   return s
