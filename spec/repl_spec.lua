@@ -152,7 +152,7 @@ describe("the REPL with clients (kalua -i --bootstrap-servers)", function()
   end)
 
   it("completes module functions and methods with Tab", function()
-    tmux("send-keys", "-t", session.name, "-l", "kafka.pro")
+    tmux("send-keys", "-t", session.name, "-l", "kafka.prod") -- kafka.proxy shares "pro"
     tmux("send-keys", "-t", session.name, "Tab")
     session:wait_for("> kafka.producer")
     tmux("send-keys", "-t", session.name, "C-u")
