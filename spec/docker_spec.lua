@@ -239,6 +239,21 @@ describe("docker/compose.yaml #noasan", function()
       assert(m and exists("docker/" .. m.source .. "/" .. rest), name .. " is not mounted at /home/kalua/lab")
     end
   end)
+
+  it("runs kalua proxy from the image, with the config, keytab and krb5.conf it names mounted", function()
+    local proxy = compose.services.proxy
+    assert.are.equal(compose.services.kalua.image, proxy.image)
+    assert.are.same({ "proxy", "--config", "/home/kalua/lab/proxy.yaml" }, proxy.command)
+    local cfg = assert(require("kalua.config").load("docker/kalua/proxy.yaml", { env = {} }))
+    assert.are.equal("proxy", cfg.mode)
+    local m, rest = mounted(proxy, "/home/kalua/lab/proxy.yaml")
+    assert(m and exists("docker/" .. m.source .. "/" .. rest), "proxy.yaml is not mounted")
+    for _, path in ipairs { cfg.source.security.sasl_keytab_path, cfg.source.security.sasl_krb5_config_path } do
+      assert(mounted(proxy, path), path .. " is not mounted in the proxy service")
+    end
+    assert.are.equal("localhost:19092", cfg.proxy.listeners[1].advertised)
+    assert.truthy(proxy.ports[1]:find("19092:19092", 1, true))
+  end)
 end)
 
 describe("the Dockerfiles #noasan", function()
