@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -993,12 +994,23 @@ static kafka_relay *relay_for(kafka_proxy *p, const char *user) {
   return p->upstream;
 }
 
+/* OpenSSL writes with write(2): a client that hangs up mid-write would
+ * raise SIGPIPE and end the whole process. Blocked in the proxy's threads
+ * (and the threads they start), it stays an EPIPE. */
+static void block_sigpipe(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static void *conn_main(void *arg) {
   proxy_conn *cn = arg;
   kafka_proxy *p = cn->p;
   int64_t deadline = relay_now_ms() + p->handshake_timeout_ms;
   char err[PROXY_ERR_MAX];
   int is_auth = 0;
+  block_sigpipe();
   if ((p->server_ctx == NULL || (tls_accept(cn, deadline) && match_subject(cn))) &&
       (p->check_fn == LUA_NOREF || local_login(cn, deadline))) {
     relay_link *link = relay_link_open(relay_for(p, cn->user), cn->l->upstream, cn->fd, err, sizeof err, &is_auth);
@@ -1018,7 +1030,7 @@ static void *conn_main(void *arg) {
     }
   }
   if (cn->ssl) {
-    SSL_shutdown(cn->ssl);
+    if (SSL_is_init_finished(cn->ssl)) SSL_shutdown(cn->ssl); /* not after a failed handshake */
     SSL_free(cn->ssl);
     cn->ssl = NULL;
   }
@@ -1108,6 +1120,7 @@ static void accept_one(kafka_proxy *p, proxy_listener *l) {
 
 static void *acceptor_main(void *arg) {
   kafka_proxy *p = arg;
+  block_sigpipe(); /* connection threads inherit it */
   for (;;) {
     struct pollfd pf[ACCEPT_FDS_MAX + 2];
     proxy_listener *ls[ACCEPT_FDS_MAX], *l;
