@@ -21,7 +21,7 @@ local function eventually(check, seconds, explain)
   end
 end
 
-describe("java_clients on the PLAINTEXT listener", function()
+describe("java_clients on the PLAINTEXT listener #noasan", function() -- peers only: no kalua code to sanitize
   local bootstrap, admin, topic
   local values = {}
   for i = 1, 10 do values[i] = ("line %02d"):format(i) end

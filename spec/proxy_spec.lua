@@ -97,7 +97,7 @@ describe("kalua proxy", function()
     cluster_admin:close()
   end)
 
-  describe("in front of the 3-broker GSSAPI cluster", function()
+  describe("in front of the 3-broker GSSAPI cluster #noasan", function() -- Java peers: slow under ASan, and the C paths run in the tests below too
     local h, c
 
     setup(function()
