@@ -41,7 +41,7 @@ enum { API_PRODUCE = 0, API_SASL_HANDSHAKE = 17, API_API_VERSIONS = 18, API_SASL
 enum { ERR_UNSUPPORTED_SASL_MECHANISM = 33, ERR_ILLEGAL_SASL_STATE = 34, ERR_UNSUPPORTED_VERSION = 35,
        ERR_SASL_AUTHENTICATION_FAILED = 58 };
 enum { F_HEAD, F_STREAM, F_CAPTURE };
-enum { STEP_IN, STEP_OUT, STEP_HELD, STEP_DONE };
+enum { STEP_IN, STEP_OUT, STEP_HELD, STEP_DONE, STEP_BOTH, STEP_COPY };
 
 typedef struct {
   int32_t correlation;
@@ -68,7 +68,8 @@ typedef struct {
   int pipe[2]; /* splice: socket to pipe to socket, no copy through user space */
   size_t piped;
   int no_splice;
-  int src_ready; /* poll said the source has something (or we have not asked yet) */
+  int src_ready;  /* poll said the source has something (or we have not asked yet) */
+  int sink_ready; /* likewise, room in the sink (splicing) */
 } pdir;
 
 struct proxy_conn {
@@ -839,38 +840,52 @@ static int can_splice(proxy_conn *cn, pdir *d) {
   return 1;
 }
 
+/* Reads into the pipe while it has room and writes out of it while the
+ * sink takes bytes, so a slow side does not stop the other: a fetch
+ * response keeps coming from the broker while the client drains the last
+ * megabyte. STEP_BOTH: waiting on the source and the sink at once. */
 static int splice_step(proxy_conn *cn, pdir *d) {
   int src = d->up ? cn->fd : relay_link_fd(cn->link), sink = d->up ? relay_link_fd(cn->link) : cn->fd;
   for (;;) {
+    int moved = 0;
     ssize_t k;
-    if (d->piped > 0) {
+    if (d->piped > 0 && d->sink_ready) {
       k = splice(d->pipe[0], NULL, sink, NULL, d->piped, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
       if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-        d->sink_want = POLLOUT;
-        return STEP_OUT;
+        d->sink_ready = 0;
+      } else if (k <= 0) {
+        return STEP_DONE;
+      } else {
+        d->piped -= (size_t)k;
+        moved = 1;
       }
-      if (k <= 0) return STEP_DONE;
-      d->piped -= (size_t)k;
-      continue;
     }
-    if (d->left == 0) {
+    if (d->left > 0 && d->piped < SPLICE_PIPE && d->src_ready) {
+      size_t room = SPLICE_PIPE - d->piped;
+      k = splice(src, NULL, d->pipe[1], NULL, d->left < room ? d->left : room, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+      if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+        d->src_ready = 0;
+      } else if (k <= 0) {
+        return STEP_DONE;
+      } else {
+        d->left -= (uint32_t)k;
+        d->piped += (size_t)k;
+        atomic_fetch_add_explicit(d->up ? &cn->p->bytes_in : &cn->p->bytes_out, k, memory_order_relaxed);
+        cn->last_active = relay_now_ms();
+        moved = 1;
+      }
+    }
+    if (d->left == 0 && d->piped == 0) {
       d->state = F_HEAD;
-      return STEP_IN + 100; /* back to the copying path */
+      return STEP_COPY; /* back to the copying path */
     }
-    if (!d->src_ready) return STEP_IN;
-    k = splice(src, NULL, d->pipe[1], NULL, d->left < SPLICE_PIPE ? d->left : SPLICE_PIPE,
-               SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-    if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-      d->src_want = POLLIN;
-      d->src_ready = 0;
-      return STEP_IN;
-    }
-    if (k <= 0) return STEP_DONE;
-    d->left -= (uint32_t)k;
-    d->piped += (size_t)k;
-    atomic_fetch_add_explicit(d->up ? &cn->p->bytes_in : &cn->p->bytes_out, k, memory_order_relaxed);
-    cn->last_active = relay_now_ms();
+    if (!moved) break;
   }
+  d->src_want = POLLIN;
+  d->sink_want = POLLOUT;
+  if (d->piped > 0 && !d->sink_ready && d->left > 0 && d->piped < SPLICE_PIPE && !d->src_ready) return STEP_BOTH;
+  if (d->piped > 0 && !d->sink_ready) return STEP_OUT;
+  return STEP_IN;
 }
 
 /* Moves what can move in one direction without blocking. */
@@ -883,7 +898,7 @@ static int step(proxy_conn *cn, pdir *d, int may_start) {
     if (f == 0) return STEP_OUT;
     if (can_splice(cn, d)) {
       rc = splice_step(cn, d);
-      if (rc != STEP_IN + 100) return rc;
+      if (rc != STEP_COPY) return rc;
       continue;
     }
     if (d->in_off < d->in_len) {
@@ -931,7 +946,7 @@ static void pump(proxy_conn *cn) {
   memset(&down, 0, sizeof down);
   up.up = 1;
   up.pipe[0] = up.pipe[1] = down.pipe[0] = down.pipe[1] = -1;
-  up.src_ready = down.src_ready = 1;
+  up.src_ready = down.src_ready = up.sink_ready = down.sink_ready = 1;
   up.in = malloc(PROXY_BUF);
   down.in = malloc(PROXY_BUF);
   cn->last_active = relay_now_ms();
@@ -959,17 +974,17 @@ static void pump(proxy_conn *cn) {
       atomic_fetch_add(&p->idle_closed, 1);
       break;
     }
-    if (rs == STEP_IN) pf[1].events |= up.src_want;
-    if (rs == STEP_OUT) pf[2].events |= up.sink_want;
-    if (ds == STEP_IN) pf[2].events |= down.src_want;
-    if (ds == STEP_OUT) pf[1].events |= down.sink_want;
+    if (rs == STEP_IN || rs == STEP_BOTH) pf[1].events |= up.src_want;
+    if (rs == STEP_OUT || rs == STEP_BOTH) pf[2].events |= up.sink_want;
+    if (ds == STEP_IN || ds == STEP_BOTH) pf[2].events |= down.src_want;
+    if (ds == STEP_OUT || ds == STEP_BOTH) pf[1].events |= down.sink_want;
     if (ds == STEP_IN && relay_link_pending(cn->link)) continue;
     if (rs == STEP_IN && cn->ssl && SSL_pending(cn->ssl) > 0) continue;
     n = poll(pf, 3, pump_timeout(cn, rs == STEP_HELD));
     if (n < 0 && errno != EINTR) break;
     if (pf[0].revents) break;
-    if (pf[1].revents) up.src_ready = 1; /* also what TLS waits for: a read may want POLLOUT */
-    if (pf[2].revents) down.src_ready = 1;
+    if (pf[1].revents) up.src_ready = down.sink_ready = 1; /* also what TLS waits for: a read may want POLLOUT */
+    if (pf[2].revents) down.src_ready = up.sink_ready = 1;
     if ((pf[1].revents | pf[2].revents) & (POLLHUP | POLLERR | POLLNVAL) && !(pf[1].revents & POLLIN) &&
         !(pf[2].revents & POLLIN))
       break;
