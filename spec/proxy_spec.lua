@@ -299,6 +299,41 @@ describe("kalua proxy", function()
     p:close()
   end)
 
+  it("carries plain clients to a SASL_SSL listener, with a CA and an encrypted client key", function()
+    local upstream = rig.env("KAFKA_SASL_SSL")
+    local p = assert(proxy.start {
+      upstream = { bootstrap_servers = upstream, security = { security_protocol = "SASL_SSL",
+        sasl_mechanism = "SCRAM-SHA-512", sasl_username = rig.env("KAFKA_SCRAM_USER"),
+        sasl_password = rig.env("KAFKA_SCRAM_PASSWORD"), ssl_ca_location = rig.env("KALUA_RIG_CA"),
+        ssl_certificate_location = rig.env("KALUA_RIG_CLIENT_CERT"), ssl_key_location = rig.env("KALUA_RIG_CLIENT_KEY_ENC"),
+        ssl_key_password = rig.env("KALUA_RIG_CLIENT_KEY_PASSWORD") } },
+      listeners = { { upstream = upstream, listen = "127.0.0.1:0" } },
+    })
+    local topic = rig.topic("proxy-tls")
+    assert(admin:create_topics { { name = topic, partitions = 1, replication_factor = 1 } })
+    local bootstrap = p:listeners()[1].listen
+    local producer <close> = assert(kafka.producer { bootstrap_servers = bootstrap })
+    local big = ("0123456789abcdef"):rep(8192) -- 128 KiB: many TLS records a frame
+    for i = 1, 40 do assert(producer:produce { topic = topic, key = tostring(i), value = big .. i }) end
+    assert(producer:flush(30000))
+    local consumer <close> = assert(kafka.consumer { bootstrap_servers = bootstrap })
+    assert(consumer:assign { { topic = topic, partition = 0, offset = "beginning" } })
+    local got = 0
+    for _ = 1, 60 do
+      local batch = assert(consumer:poll_batch(100, 500))
+      for r in batch:records() do
+        got = got + 1
+        assert.are.equal(big .. r.key, r.value)
+      end
+      if got >= 40 then break end
+    end
+    assert.are.equal(40, got)
+    local s = p:stats()
+    assert.is_true(s.upstream.tls)
+    assert.are.equal(0, s.upstream.failures, s.upstream.last_error)
+    p:close()
+  end)
+
   it("refuses connections beyond max_connections and closes idle ones", function()
     local p = assert(proxy.start { upstream = { bootstrap_servers = rig.env("KAFKA_PLAINTEXT") },
       listeners = { { upstream = rig.env("KAFKA_PLAINTEXT"), listen = "127.0.0.1:0" } },
