@@ -7,6 +7,7 @@
 #include <lualib.h>
 
 #include "kafka/kafka_internal.h"
+#include "kalua_util.h"
 #include "kafka/proxy.h"
 #include "kafka/relay_tls.h"
 
@@ -377,18 +378,8 @@ static int proxy_tostring(lua_State *L) {
 
 void kafka_proxy_register(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"listeners", proxy_listeners}, {"events", proxy_events}, {"stats", proxy_stats},
-    {"drop_upstream", proxy_drop},  {"close", proxy_close},   {NULL, NULL},
+    {"listeners", proxy_listeners}, {"events", proxy_events},      {"stats", proxy_stats},
+    {"drop_upstream", proxy_drop},  {NULL, NULL},
   };
-  if (luaL_newmetatable(L, PROXY_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, proxy_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, proxy_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, proxy_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  kalua_newtype(L, PROXY_MT, methods, proxy_close, proxy_tostring); /* close, __close, __gc */
 }
